@@ -1,0 +1,3 @@
+"""face-kiosk: a face-recognition door lock for the Raspberry Pi."""
+
+__version__ = "0.1.0"

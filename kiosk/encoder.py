@@ -1,0 +1,166 @@
+"""The int8 TFLite face encoder and its metadata (``models/encoder.json``).
+
+The encoder runs on ``ai-edge-litert`` when installed, else on
+``tflite-runtime``. At load time the ``.tflite`` file is checked against the
+SHA-256 in its metadata and its input/output shapes against the metadata's
+spec, so a swapped, truncated or wrong model is refused with a message that
+says what is wrong instead of producing silent nonsense at the door.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kiosk.face import FaceKioskError
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+MODEL_FILE = "encoder.tflite"
+METADATA_FILE = "encoder.json"
+
+
+class ModelError(FaceKioskError):
+    """The model file or its metadata is missing, damaged or does not fit."""
+
+
+def runtime_interpreters() -> dict[str, type]:
+    """The installed TFLite interpreter classes, preferred first."""
+    found: dict[str, type] = {}
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        found["ai-edge-litert"] = Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        found["tflite-runtime"] = Interpreter
+    except ImportError:
+        pass
+    return found
+
+
+def default_interpreter() -> tuple[str, type]:
+    """(name, class) of the preferred installed TFLite runtime."""
+    runtimes = runtime_interpreters()
+    if not runtimes:
+        raise ModelError(
+            "no TFLite runtime is installed: pip install ai-edge-litert (or tflite-runtime on Python <= 3.11 with numpy < 2)"
+        )
+    return next(iter(runtimes.items()))
+
+
+def run_interpreter(interpreter: Any, crop: np.ndarray) -> np.ndarray:
+    """Run a one-image int8 (or float) model on a uint8 RGB crop; returns float output."""
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    if inp["dtype"] == np.int8:
+        scale, zero = inp["quantization"]
+        data = np.clip(np.round(crop.astype(np.float32) / scale + zero), -128, 127).astype(np.int8)
+    elif inp["dtype"] == np.uint8:
+        data = crop.astype(np.uint8)
+    else:
+        data = crop.astype(np.float32)
+    interpreter.set_tensor(inp["index"], data[None])
+    interpreter.invoke()
+    raw = interpreter.get_tensor(out["index"])[0]
+    if out["dtype"] in (np.int8, np.uint8):
+        scale, zero = out["quantization"]
+        return (raw.astype(np.float32) - zero) * scale
+    return raw.astype(np.float32)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class ModelInfo:
+    """The metadata stored next to the model in ``encoder.json``."""
+
+    input_size: int
+    embedding_size: int
+    threshold: float
+    target_far: float
+    sha256: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> ModelInfo:
+        """Read and validate ``encoder.json``."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError as error:
+            raise ModelError(f"model metadata {path} is missing; reinstall face-kiosk or retrain (kiosk-train)") from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelError(f"model metadata {path} is not valid JSON: {error}") from error
+        try:
+            spec = data["input"]
+            return cls(
+                input_size=int(spec["size"]),
+                embedding_size=int(data["embedding_size"]),
+                threshold=float(data["threshold"]["value"]),
+                target_far=float(data["threshold"]["target_far"]),
+                sha256=str(data["tflite_sha256"]),
+                extra=data,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"model metadata {path} lacks or mangles the field {error}") from error
+
+
+class Encoder:
+    """Turns a face crop into an L2-normalised embedding with the shipped int8 model."""
+
+    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 2) -> None:
+        model_dir = Path(model_dir)
+        self.model_path = model_dir / MODEL_FILE
+        self.info = ModelInfo.load(model_dir / METADATA_FILE)
+        if not self.model_path.is_file():
+            raise ModelError(f"model file {self.model_path} is missing; reinstall face-kiosk or retrain (kiosk-train)")
+        actual = sha256_of(self.model_path)
+        if actual != self.info.sha256:
+            raise ModelError(
+                f"model file {self.model_path} does not match its metadata (sha256 {actual[:12]}... "
+                f"expected {self.info.sha256[:12]}...): it is damaged or was swapped; reinstall it"
+            )
+        self.runtime, interpreter_class = default_interpreter()
+        try:
+            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{self.runtime} cannot load {self.model_path}: {error}") from error
+        shape = tuple(self._interpreter.get_input_details()[0]["shape"])
+        expected = (1, self.info.input_size, self.info.input_size, 3)
+        if shape != expected:
+            raise ModelError(f"model {self.model_path} takes input {shape}, its metadata says {expected}")
+        out_shape = tuple(self._interpreter.get_output_details()[0]["shape"])
+        if out_shape != (1, self.info.embedding_size):
+            raise ModelError(f"model {self.model_path} outputs {out_shape}, its metadata says (1, {self.info.embedding_size})")
+
+    @property
+    def input_size(self) -> int:
+        """Side of the square RGB crop the model takes."""
+        return self.info.input_size
+
+    @property
+    def threshold(self) -> float:
+        """The calibrated cosine threshold for an unlock."""
+        return self.info.threshold
+
+    def embed(self, crop: np.ndarray) -> np.ndarray:
+        """L2-normalised float32 embedding of one uint8 RGB crop."""
+        if crop.shape != (self.input_size, self.input_size, 3):
+            raise ValueError(f"face crop must be {self.input_size}x{self.input_size}x3, got {crop.shape}")
+        vector = run_interpreter(self._interpreter, crop)
+        return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)

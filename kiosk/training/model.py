@@ -1,0 +1,109 @@
+"""The face encoder in Keras 3: SFace's MobileNet-style network.
+
+The architecture is the one of OpenCV Zoo's SFace (``face_recognition_sface_2021dec``,
+Apache-2.0): 14 depthwise-separable blocks with batch norm and PReLU, then
+batch norm, a dense layer to 128 and a final batch norm. :func:`build_encoder`
+makes it in plain Keras (any backend); :func:`load_sface_weights` copies
+SFace's ONNX weights into it, so training starts from a strong face encoder
+and only has to adapt it to the Haar front end.
+
+The model takes RGB pixels 0..255 and returns the *unnormalised* 128-d
+embedding; L2 normalisation happens outside the graph (int8 export rule).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kiosk.face import ENCODER_SIZE
+
+EMBEDDING_SIZE = 128
+
+# (pointwise output channels, depthwise stride) of blocks 2..14; block 1 is a full 3x3 conv to 32.
+BLOCKS = [
+    (64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+    (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1),
+]
+
+
+def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0):
+    """The encoder network, with random weights.
+
+    ``width`` scales every layer's channels (1.0 = SFace, needed to load
+    its weights). The input is [batch, size, size, 3] RGB in 0..255.
+    """
+    import keras
+    from keras import layers
+
+    def channels(n: int) -> int:
+        return max(8, int(n * width))
+
+    def bn_prelu(x, name: str, epsilon: float = 1e-3):
+        x = layers.BatchNormalization(epsilon=epsilon, momentum=0.9, name=f"{name}_bn")(x)
+        return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
+
+    inputs = keras.Input((input_size, input_size, 3), name="face")
+    x = layers.Rescaling(1 / 128.0, offset=-127.5 / 128.0, name="normalise")(inputs)
+    x = layers.Conv2D(channels(32), 3, padding="same", use_bias=False, name="conv_1")(x)
+    x = bn_prelu(x, "conv_1")
+    for index, (filters, stride) in enumerate(BLOCKS, start=2):
+        if stride == 2:
+            x = layers.ZeroPadding2D(1, name=f"conv_{index}_pad")(x)
+            x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False, name=f"conv_{index}_dw")(x)
+        else:
+            x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"conv_{index}_dw")(x)
+        x = bn_prelu(x, f"conv_{index}_dw")
+        x = layers.Conv2D(channels(filters), 1, use_bias=False, name=f"conv_{index}")(x)
+        x = bn_prelu(x, f"conv_{index}")
+    x = layers.BatchNormalization(epsilon=2e-5, momentum=0.9, name="bn1")(x)
+    x = layers.Dropout(0.4, name="dropout")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(EMBEDDING_SIZE, name="pre_fc1")(x)
+    outputs = layers.BatchNormalization(epsilon=2e-5, momentum=0.9, name="fc1")(x)
+    return keras.Model(inputs, outputs, name="face_encoder")
+
+
+def load_sface_weights(model, onnx_path: Path) -> None:
+    """Copy SFace's ONNX weights into a model from :func:`build_encoder` (width 1)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(onnx_path)).graph
+    weights = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+
+    def batch_norm(layer_name: str, prefix: str) -> None:
+        model.get_layer(layer_name).set_weights(
+            [weights[f"{prefix}_gamma"], weights[f"{prefix}_beta"], weights[f"{prefix}_moving_mean"], weights[f"{prefix}_moving_var"]]
+        )
+
+    def prelu(layer_name: str, key: str) -> None:
+        model.get_layer(layer_name).set_weights([weights[key].reshape(1, 1, -1)])
+
+    model.get_layer("conv_1").set_weights([weights["conv_1_conv2d_weight"].transpose(2, 3, 1, 0)])
+    batch_norm("conv_1_bn", "conv_1_batchnorm")
+    prelu("conv_1_prelu", "conv_1_relu_gamma")
+    for index in range(2, len(BLOCKS) + 2):
+        dw = f"conv_{index}_dw"
+        model.get_layer(dw).set_weights([weights[f"{dw}_conv2d_weight"].transpose(2, 3, 0, 1)])
+        batch_norm(f"{dw}_bn", f"{dw}_batchnorm")
+        prelu(f"{dw}_prelu", f"{dw}_relu_gamma")
+        pw = f"conv_{index}"
+        model.get_layer(pw).set_weights([weights[f"{pw}_conv2d_weight"].transpose(2, 3, 1, 0)])
+        batch_norm(f"{pw}_bn", f"{pw}_batchnorm")
+        prelu(f"{pw}_prelu", f"{pw}_relu_gamma")
+    batch_norm("bn1", "bn1")
+    # ONNX flattens channels-first (C, H, W); Keras flattens (H, W, C).
+    dense = weights["pre_fc1_weight"]  # [128, C*H*W]
+    side = model.get_layer("flatten").input.shape[1]
+    depth = dense.shape[1] // (side * side)
+    dense = dense.reshape(EMBEDDING_SIZE, depth, side, side).transpose(2, 3, 1, 0).reshape(-1, EMBEDDING_SIZE)
+    model.get_layer("pre_fc1").set_weights([dense, weights["pre_fc1_bias"]])
+    batch_norm("fc1", "fc1")
+
+
+def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero)."""
+    norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
+    return embeddings / np.maximum(norms, 1e-12)
