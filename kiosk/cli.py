@@ -1,16 +1,227 @@
 """``kiosk``: the face-kiosk command line.
 
-Run ``kiosk COMMAND --help`` for the options of each command.
+Start with ``kiosk demo`` (no camera or Pi needed). On the Pi the service
+runs ``kiosk run``; people are managed with ``kiosk enroll`` and
+``kiosk people``. ``kiosk COMMAND --help`` explains each command.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
+import signal
 import sys
+import time
 from pathlib import Path
 
-from kiosk.encoder import DEFAULT_MODEL_DIR
+from kiosk.config import Config, load_config
+from kiosk.encoder import DEFAULT_MODEL_DIR, ModelInfo
 from kiosk.face import FaceKioskError
+
+DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
+
+
+def _config(args: argparse.Namespace) -> Config:
+    path = args.config
+    if path is None and DEFAULT_CONFIG.exists():
+        path = DEFAULT_CONFIG
+    config = load_config(path)
+    if getattr(args, "state_dir", None):
+        config.storage.state_dir = str(args.state_dir)
+    return config
+
+
+def _model_dir(config: Config) -> Path:
+    return Path(config.recognition.model_dir) if config.recognition.model_dir else DEFAULT_MODEL_DIR
+
+
+def _gallery(config: Config):
+    from kiosk.gallery import Gallery
+
+    info = ModelInfo.load(_model_dir(config) / "encoder.json")
+    return Gallery(config.database, info.sha256)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from kiosk.demo import run_demo
+
+    return 0 if run_demo(args.models) else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from kiosk.camera import EndOfStream, ReconnectingCamera, open_camera
+    from kiosk.decision import Led
+    from kiosk.door import Door, stage_summary
+    from kiosk.face import DetectorSettings
+    from kiosk.gallery import Gallery
+    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+    from kiosk.pipeline import FacePipeline
+
+    config = _config(args)
+    if args.camera:
+        config.camera.source = args.camera
+    stop = {"signal": None}
+
+    def on_signal(number, _frame):
+        stop["signal"] = signal.Signals(number).name
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
+    hardware = DoorHardware(pins, make_pin_factory(args.simulate))
+    door = None
+    try:
+        detector = DetectorSettings(work_width=config.detector.work_width, min_face_fraction=config.detector.min_face_fraction,
+                                    rotations=tuple(config.detector.rotations))
+        pipeline = FacePipeline(_model_dir(config), detector)
+        gallery = Gallery(config.database, pipeline.encoder.info.sha256)
+        gallery.prune_events(config.storage.event_retention_days)
+        camera = ReconnectingCamera(lambda: open_camera(config.camera.source, config.camera.width, config.camera.height))
+        door = Door(config, camera, pipeline, gallery, hardware)
+        stale = gallery.stale_people()
+        if stale:
+            print(f"warning: {len(stale)} people were enrolled with another model and cannot be recognised until "
+                  f"re-enrolled: {', '.join(stale)}", file=sys.stderr)
+        print(f"kiosk: watching {config.camera.source} with {len(gallery.people())} people enrolled "
+              f"({'simulated GPIO' if args.simulate else 'GPIO'}); Ctrl-C to stop", flush=True)
+        period = 1.0 / config.camera.max_fps
+        reports, failures = [], 0
+        last_reload = time.monotonic()
+        while stop["signal"] is None:
+            started = time.monotonic()
+            try:
+                report = door.process_frame()
+                failures = 0
+            except EndOfStream:
+                break
+            except FaceKioskError as error:
+                failures += 1
+                hardware.show(Led.ERROR)
+                gallery.log_event("error", detail=str(error)[:500])
+                print(f"kiosk: error: {error}", file=sys.stderr, flush=True)
+                if failures >= 10:
+                    raise
+                continue
+            if report.event is not None:
+                e = report.event
+                print(f"{datetime.datetime.now():%H:%M:%S} {e.kind} {e.person or '-'} "
+                      f"{'' if e.score is None else f'{e.score:.3f}'} {e.detail}", flush=True)
+            if args.stats:
+                reports.append(report)
+                if len(reports) >= 100:
+                    _print_stats(stage_summary(reports))
+                    reports.clear()
+            if time.monotonic() - last_reload > 5:
+                door.reload_gallery()
+                last_reload = time.monotonic()
+            time.sleep(max(0.0, period - (time.monotonic() - started)))
+        if args.stats and reports:
+            _print_stats(stage_summary(reports))
+        if stop["signal"]:
+            print(f"kiosk: {stop['signal']} received; relay off, stopping", flush=True)
+        return 0
+    finally:
+        if door is not None:
+            door.close()
+        else:
+            hardware.close()
+
+
+def _print_stats(summary: dict[str, tuple[float, float]]) -> None:
+    print("stats (median/p90 ms): " + ", ".join(f"{k} {m:.1f}/{p:.1f}" for k, (m, p) in summary.items()), flush=True)
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from kiosk.enroll import enroll_from_images, image_paths
+    from kiosk.pipeline import FacePipeline
+
+    config = _config(args)
+    pipeline = FacePipeline(_model_dir(config))
+    gallery = _gallery(config)
+    try:
+        if args.images:
+            person, notes = enroll_from_images(args.name, image_paths(args.images), pipeline, gallery, args.role)
+            for note in notes:
+                print(note, file=sys.stderr)
+        else:
+            person = _enroll_from_camera(args, config, pipeline, gallery)
+        print(f"enrolled {person.name!r} as {person.role} with {person.embeddings} face embeddings")
+        return 0
+    finally:
+        gallery.close()
+
+
+def _enroll_from_camera(args, config: Config, pipeline, gallery):
+    from kiosk.camera import open_camera
+    from kiosk.enroll import ButtonEnrollment, EnrollmentError
+
+    config.enrollment.require_admin = False  # whoever has this shell is trusted
+    camera = open_camera(config.camera.source, config.camera.width, config.camera.height)
+    print(f"look at the camera and turn your head a little, for up to {config.enrollment.capture_seconds:g} s ...")
+    try:
+        session = ButtonEnrollment(gallery, config.enrollment, config.recognition.threshold or pipeline.encoder.threshold,
+                                   config.recognition.margin, time.monotonic(), name=args.name)
+        while not session.finished:
+            frame = camera.read()
+            faces = pipeline.finder.find(frame)
+            session.feed(time.monotonic(), len(faces), pipeline.embed_face(frame, faces[0]) if faces else None)
+    finally:
+        camera.close()
+    if session.person is None:
+        raise EnrollmentError(session.message)
+    if args.role and args.role != session.person.role:
+        gallery.set_role(session.person.name, args.role)
+        session.person = gallery.person(session.person.name)
+    return session.person
+
+
+def cmd_people(args: argparse.Namespace) -> int:
+    config = _config(args)
+    gallery = _gallery(config)
+    try:
+        if args.action == "list":
+            people = gallery.people()
+            if not people:
+                print("nobody is enrolled yet (kiosk enroll NAME --images PHOTOS, or press the enrol button)")
+            for p in people:
+                created = datetime.datetime.fromtimestamp(p.created).strftime("%Y-%m-%d %H:%M")
+                print(f"{p.name:24s} {p.role:6s} {p.embeddings:3d} embeddings  enrolled {created}")
+        elif args.action == "rename":
+            gallery.rename(args.name, args.new_name)
+            print(f"renamed {args.name!r} to {args.new_name!r}")
+        elif args.action == "remove":
+            gallery.remove(args.name)
+            print(f"removed {args.name!r} and every embedding of them")
+        elif args.action == "set-role":
+            gallery.set_role(args.name, args.role)
+            print(f"{args.name!r} is now {args.role}")
+        return 0
+    finally:
+        gallery.close()
+
+
+def parse_since(text: str) -> float:
+    """'30m', '12h', '7d' ago, or an ISO date/time, as a UNIX time."""
+    units = {"m": 60, "h": 3600, "d": 86400}
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return time.time() - float(text[:-1]) * units[text[-1]]
+    try:
+        return datetime.datetime.fromisoformat(text).timestamp()
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--since takes e.g. 30m, 12h, 7d or 2026-11-28T08:00, not {text!r}") from error
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    config = _config(args)
+    gallery = _gallery(config)
+    try:
+        for e in gallery.events(since=args.since, limit=args.limit):
+            when = datetime.datetime.fromtimestamp(e.time).strftime("%Y-%m-%d %H:%M:%S")
+            score = "" if e.score is None else f"{e.score:.3f}"
+            print(f"{when}  {e.kind:8s} {e.person or '-':20s} {score:6s} {e.detail}")
+        return 0
+    finally:
+        gallery.close()
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -31,12 +242,55 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="kiosk",
-        description="face-kiosk: a face-recognition door lock for the Raspberry Pi.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = argparse.ArgumentParser(prog="kiosk", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help=f"TOML config file (default: {DEFAULT_CONFIG} if it exists, else built-in defaults)")
+        p.add_argument("--state-dir", type=Path, help="folder of the gallery database (overrides storage.state_dir)")
+
+    p = sub.add_parser("demo", help="watch the door work on a recorded scene (no camera or Pi needed)",
+                       description="Run the real door loop on shipped frames: enrol a person, let them in, keep a stranger out.")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_demo)
+
+    p = sub.add_parser("run", help="run the door (what the systemd service starts)",
+                       description="Watch the camera, open the door for enrolled people, enrol with the button.")
+    with_config(p)
+    p.add_argument("--simulate", action="store_true", help="mock GPIO pins (no relay, LED or button needed)")
+    p.add_argument("--camera", help="override camera.source: picamera, 0, rtsp://..., a video file or a folder of images")
+    p.add_argument("--stats", action="store_true", help="print per-stage timings (median/p90 ms) every 100 frames")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("enroll", help="enrol a person from photos or the camera",
+                       description="Enrol NAME from photos (files or folders) or by looking into the camera.")
+    with_config(p)
+    p.add_argument("name", metavar="NAME")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", nargs="+", type=Path, metavar="FILE_OR_DIR", help="photos of NAME, one face each")
+    source.add_argument("--camera", action="store_true", help="capture NAME's face with the configured camera")
+    p.add_argument("--role", choices=["admin", "user"], help="default: admin for the first person, else user")
+    p.set_defaults(handler=cmd_enroll)
+
+    p = sub.add_parser("people", help="list, rename or remove enrolled people, or change their role")
+    with_config(p)
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("list", help="everyone enrolled")
+    a = actions.add_parser("rename", help="give a person a new name (e.g. person-3 -> Alice)")
+    a.add_argument("name")
+    a.add_argument("new_name")
+    a = actions.add_parser("remove", help="delete a person and all their embeddings")
+    a.add_argument("name")
+    a = actions.add_parser("set-role", help="make a person admin or user")
+    a.add_argument("name")
+    a.add_argument("role", choices=["admin", "user"])
+    p.set_defaults(handler=cmd_people)
+
+    p = sub.add_parser("events", help="show the event log (who was let in, denied, ...)")
+    with_config(p)
+    p.add_argument("--since", type=parse_since, help="e.g. 30m, 12h, 7d, or 2026-11-28T08:00")
+    p.add_argument("--limit", type=int, help="only the last N events")
+    p.set_defaults(handler=cmd_events)
 
     p = sub.add_parser(
         "embed",

@@ -89,7 +89,8 @@ def ten_fold_accuracy(scores: np.ndarray, same: np.ndarray, folds: int = 10) -> 
     valid = np.isfinite(scores)
     for fold in range(folds):
         train, test = fold_of != fold, fold_of == fold
-        candidates = np.unique(scores[train & valid])
+        ordered = np.unique(scores[train & valid])
+        candidates = np.concatenate([ordered[:1] - 1e-6, (ordered[1:] + ordered[:-1]) / 2, ordered[-1:]])
         correct = [np.sum(((scores[train] > t) == same[train]) & valid[train]) for t in candidates]
         best = candidates[int(np.argmax(correct))] if candidates.size else 0.0
         accuracies.append(np.mean(((scores[test] > best) == same[test]) & valid[test]))

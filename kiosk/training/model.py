@@ -107,3 +107,30 @@ def l2_normalise(embeddings: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length (zero rows stay zero)."""
     norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
     return embeddings / np.maximum(norms, 1e-12)
+
+
+def fold_head(model):
+    """The same function with the head's batch norms folded into the dense layer.
+
+    ``bn1 -> flatten -> dense -> fc1`` becomes ``flatten -> dense``: two
+    per-channel affine maps that int8 would otherwise quantise per tensor
+    (losing most of their precision) disappear into float weights that are
+    then quantised once. Used for export only.
+    """
+    import keras
+
+    bn1, dense, fc1 = model.get_layer("bn1"), model.get_layer("pre_fc1"), model.get_layer("fc1")
+    gamma, beta, mean, var = bn1.get_weights()
+    scale1 = gamma / np.sqrt(var + bn1.epsilon)
+    shift1 = beta - mean * scale1
+    kernel, bias = dense.get_weights()
+    repeats = kernel.shape[0] // scale1.size  # Keras flattens (H, W, C): channel varies fastest
+    kernel, bias = kernel * np.tile(scale1, repeats)[:, None], bias + np.tile(shift1, repeats) @ kernel
+    gamma, beta, mean, var = fc1.get_weights()
+    scale2 = gamma / np.sqrt(var + fc1.epsilon)
+    kernel, bias = kernel * scale2[None, :], (bias - mean) * scale2 + beta
+    x = keras.layers.Flatten(name="flatten_folded")(bn1.input)
+    outputs = keras.layers.Dense(kernel.shape[1], name="embedding")(x)
+    folded = keras.Model(model.input, outputs, name="face_encoder_folded")
+    folded.get_layer("embedding").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return folded

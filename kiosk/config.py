@@ -1,0 +1,205 @@
+"""Configuration: a TOML file (``/etc/kiosk/kiosk.toml`` on a Pi) over built-in defaults.
+
+Every setting has a default, so an empty file (or none) is a working door.
+An unknown section or key, or a value of the wrong type or out of range, is
+an error that names it: a typo must never silently fall back to a default
+on a security device. ``deploy/kiosk.toml`` is the commented sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kiosk.face import FaceKioskError
+
+
+class ConfigError(FaceKioskError):
+    """The configuration file is unreadable or has a bad key or value."""
+
+
+@dataclass
+class CameraConfig:
+    source: str = "picamera"  # "picamera", a USB index ("0"), rtsp://... / http://..., a video file, or a folder of images
+    width: int = 640
+    height: int = 480
+    max_fps: float = 15.0  # frames processed per second at most
+
+
+@dataclass
+class DetectorConfig:
+    work_width: int = 320  # frames are downscaled to this width for detection
+    min_face_fraction: float = 0.15  # smallest face, as a fraction of the frame's height
+    rotations: list[float] = field(default_factory=list)  # extra tilted passes when nothing is found (slower)
+
+
+@dataclass
+class RecognitionConfig:
+    model_dir: str = ""  # empty: the model shipped with face-kiosk
+    threshold: float = 0.0  # 0: the model's calibrated threshold; else a cosine in (0, 1)
+    margin: float = 0.05  # the best person must lead the second best by this much
+
+
+@dataclass
+class DecisionConfig:
+    k: int = 3  # frames that must recognise the same person ...
+    n: int = 5  # ... among the last n frames
+    window_seconds: float = 1.5
+    unlock_seconds: float = 5.0
+    rearm_seconds: float = 2.0  # the person let in must leave the view this long before another unlock
+    max_denied: int = 5  # denied attempts ...
+    lockout_window_minutes: float = 5.0  # ... within this many minutes lock the door out
+    lockout_minutes: float = 5.0
+
+
+@dataclass
+class GpioConfig:
+    relay_pin: int = 17
+    relay_active_high: bool = False  # most relay boards switch on a LOW input
+    led_pin: int = 27
+    button_pin: int = 22
+
+
+@dataclass
+class EnrollmentConfig:
+    require_admin: bool = True  # an admin must be recognised before the button enrols someone new
+    admin_timeout_seconds: float = 10.0
+    capture_seconds: float = 10.0
+    frames: int = 5  # good frames to store per person
+    min_face_pixels: int = 90  # face box side in frame pixels
+    min_sharpness: float = 40.0  # variance of the Laplacian of the face crop
+
+
+@dataclass
+class LivenessConfig:
+    mode: str = "off"  # "off" until the anti-spoofing models ship
+
+
+@dataclass
+class StorageConfig:
+    state_dir: str = "/var/lib/kiosk"
+    event_retention_days: float = 90.0
+    snapshots: bool = False  # store face crops of events (off: only embeddings are ever stored)
+
+
+@dataclass
+class Config:
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    enrollment: EnrollmentConfig = field(default_factory=EnrollmentConfig)
+    liveness: LivenessConfig = field(default_factory=LivenessConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+
+    @property
+    def database(self) -> Path:
+        return Path(self.storage.state_dir) / "gallery.sqlite3"
+
+
+CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
+    "camera.width": lambda v: 64 <= v <= 4096,
+    "camera.height": lambda v: 64 <= v <= 4096,
+    "camera.max_fps": lambda v: 0 < v <= 120,
+    "detector.work_width": lambda v: 80 <= v <= 4096,
+    "detector.min_face_fraction": lambda v: 0.02 <= v <= 0.9,
+    "detector.rotations": lambda v: all(-60 <= a <= 60 for a in v),
+    "recognition.threshold": lambda v: 0 <= v < 1,
+    "recognition.margin": lambda v: 0 <= v < 1,
+    "decision.k": lambda v: v >= 1,
+    "decision.n": lambda v: 1 <= v <= 100,
+    "decision.window_seconds": lambda v: v > 0,
+    "decision.unlock_seconds": lambda v: 0 < v <= 60,
+    "decision.rearm_seconds": lambda v: v > 0,
+    "decision.max_denied": lambda v: v >= 1,
+    "decision.lockout_window_minutes": lambda v: v > 0,
+    "decision.lockout_minutes": lambda v: v > 0,
+    "gpio.relay_pin": lambda v: 0 <= v <= 27,
+    "gpio.led_pin": lambda v: 0 <= v <= 27,
+    "gpio.button_pin": lambda v: 0 <= v <= 27,
+    "enrollment.admin_timeout_seconds": lambda v: v > 0,
+    "enrollment.capture_seconds": lambda v: v > 0,
+    "enrollment.frames": lambda v: 1 <= v <= 50,
+    "enrollment.min_face_pixels": lambda v: v >= 20,
+    "enrollment.min_sharpness": lambda v: v >= 0,
+    "liveness.mode": lambda v: v in ("off",),
+    "storage.event_retention_days": lambda v: v > 0,
+}
+
+
+def _coerce(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key} must be a list, got {value!r}")
+        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key} must be a whole number, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"config key {key} must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if isinstance(value, int) and not isinstance(value, bool) and key == "camera.source":
+            return str(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"config key {key} must be text, got {value!r}")
+        return value
+    raise ConfigError(f"config key {key}: unsupported type")  # pragma: no cover - programming error
+
+
+def from_dict(data: dict) -> Config:
+    """Build a :class:`Config` from parsed TOML, validating every key."""
+    config = Config()
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for section, values in data.items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}] (known: {', '.join(sections)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section [{section}] must be a table of key = value lines")
+        target = getattr(config, section)
+        hints = typing.get_type_hints(type(target))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"unknown config key {section}.{key} (known in [{section}]: {', '.join(hints)})")
+            full = f"{section}.{key}"
+            coerced = _coerce(full, value, hints[key])
+            check = CHECKS.get(full)
+            if check is not None and not check(coerced):
+                raise ConfigError(f"config key {full} has an out-of-range value {value!r}")
+            setattr(target, key, coerced)
+    if config.decision.k > config.decision.n:
+        raise ConfigError(f"config key decision.k ({config.decision.k}) must not exceed decision.n ({config.decision.n})")
+    return config
+
+
+def load_config(path: Path | None) -> Config:
+    """Read a TOML config file; None means all defaults."""
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file {path} does not exist") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from error
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid TOML: {error}") from error
+    try:
+        return from_dict(data)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from error

@@ -1,0 +1,217 @@
+"""The door loop: camera -> detect -> encode -> match -> decide -> relay and LED.
+
+:class:`Door` composes the modules and owns nothing else: one call of
+:meth:`Door.process_frame` reads one frame and applies one decision. The
+clock is injected (a fake clock in tests and the demo). Fail-secure: the
+relay is switched off before anything else on an exception, on a lost
+camera, on enrolment, and on :meth:`Door.close`; it is on only while the
+decision says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kiosk.camera import ReconnectingCamera
+from kiosk.config import Config
+from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Observation, Step
+from kiosk.enroll import ButtonEnrollment
+from kiosk.gallery import Gallery
+from kiosk.gpio import DoorHardware
+from kiosk.liveness import LivenessCheck, NoLivenessCheck
+from kiosk.match import Match, match
+from kiosk.pipeline import FacePipeline
+
+
+@dataclass
+class FrameReport:
+    """What happened on one frame (for ``--stats``, the demo and tests)."""
+
+    time: float
+    faces: int = 0
+    match: Match | None = None
+    step: Step | None = None
+    relay_on: bool = False
+    led: Led = Led.IDLE
+    camera_up: bool = True
+    enrolling: str | None = None
+    event: Event | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def decision_settings(config: Config) -> DecisionSettings:
+    d = config.decision
+    return DecisionSettings(
+        k=d.k, n=d.n, window_seconds=d.window_seconds, unlock_seconds=d.unlock_seconds, rearm_seconds=d.rearm_seconds,
+        max_denied=d.max_denied, lockout_window_seconds=d.lockout_window_minutes * 60, lockout_seconds=d.lockout_minutes * 60,
+    )
+
+
+class Door:
+    """One door: call :meth:`process_frame` in a loop (or :meth:`run`)."""
+
+    def __init__(self, config: Config, camera: ReconnectingCamera, pipeline: FacePipeline, gallery: Gallery,
+                 hardware: DoorHardware, clock: Callable[[], float] = time.monotonic,
+                 liveness: LivenessCheck | None = None) -> None:
+        self.config = config
+        self.camera = camera
+        self.pipeline = pipeline
+        self.gallery = gallery
+        self.hardware = hardware
+        self.clock = clock
+        self.liveness = liveness or NoLivenessCheck()
+        self.decision = DoorDecision(decision_settings(config))
+        self.threshold = config.recognition.threshold or pipeline.encoder.threshold
+        self.enrollment: ButtonEnrollment | None = None
+        self._button_was_pressed = False
+        self._camera_was_up = True
+        self._templates = gallery.templates()
+        self.frames = 0
+        self.last_event: Event | None = None
+        hardware.lock()
+        hardware.show(Led.IDLE)
+
+    # The loop ----------------------------------------------------------------------------------
+
+    def process_frame(self) -> FrameReport:
+        """Read one frame and act on it. Any exception leaves the relay off and propagates."""
+        try:
+            return self._process_frame()
+        except BaseException:
+            self.hardware.lock()
+            raise
+
+    def _process_frame(self) -> FrameReport:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        frame = self.camera.read()
+        timings["camera"] = _ms(start)
+        now = self.clock()
+        if frame is None:
+            return self._camera_down(now, timings)
+        if not self._camera_was_up:
+            self._camera_was_up = True
+        self.frames += 1
+        self._check_button(now)
+
+        start = time.perf_counter()
+        faces = self.pipeline.finder.find(frame)
+        timings["detect"] = _ms(start)
+        embedded = None
+        if faces:
+            start = time.perf_counter()
+            embedded = self.pipeline.embed_face(frame, faces[0])
+            timings["encode"] = _ms(start)
+
+        if self.enrollment is not None:
+            return self._enrolment_frame(now, len(faces), embedded, timings)
+
+        start = time.perf_counter()
+        result = match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin) if embedded else None
+        timings["match"] = _ms(start)
+        live = None
+        if faces:
+            start = time.perf_counter()
+            live = self.liveness.check(frame, faces[0])
+            timings["liveness"] = _ms(start)
+        else:
+            self.liveness.reset()
+
+        start = time.perf_counter()
+        step = self.decision.observe(
+            Observation(time=now, face=bool(faces), person=result.person if result else None,
+                        score=result.score if result else None, others=max(0, len(faces) - 1), live=live)
+        )
+        self._apply(step)
+        timings["decide"] = _ms(start)
+        return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None, step.event, timings)
+
+    def _apply(self, step: Step) -> None:
+        if step.relay_on:
+            self.hardware.unlock()
+        else:
+            self.hardware.lock()
+        self.hardware.show(step.led)
+        if step.event is not None:
+            self.last_event = step.event
+            self.gallery.log_event(step.event.kind, step.event.person, step.event.score, step.event.detail)
+
+    def _camera_down(self, now: float, timings: dict[str, float]) -> FrameReport:
+        step = self.decision.tick(now)
+        if not step.relay_on:
+            self.hardware.lock()
+        self.hardware.show(Led.ERROR)
+        event = None
+        if self._camera_was_up:
+            self._camera_was_up = False
+            event = Event("error", None, None, f"camera lost: {self.camera.last_error}")
+            self.last_event = event
+            self.gallery.log_event(event.kind, None, None, event.detail)
+        return FrameReport(now, relay_on=self.hardware.relay_on, led=Led.ERROR, camera_up=False, event=event, timings=timings)
+
+    # Enrolment -----------------------------------------------------------------------------------
+
+    def _check_button(self, now: float) -> None:
+        pressed = self.hardware.button_pressed
+        if pressed and not self._button_was_pressed and self.enrollment is None:
+            self.start_enrollment(now)
+        self._button_was_pressed = pressed
+
+    def start_enrollment(self, now: float) -> None:
+        """Begin button enrolment (the door stays locked throughout)."""
+        self.hardware.lock()
+        self.enrollment = ButtonEnrollment(self.gallery, self.config.enrollment, self.threshold,
+                                           self.config.recognition.margin, now, k=self.config.decision.k)
+        self.hardware.show(Led.ENROLLING)
+
+    def _enrolment_frame(self, now: float, faces: int, embedded, timings: dict[str, float]) -> FrameReport:
+        enrollment = self.enrollment
+        assert enrollment is not None
+        self.hardware.lock()
+        enrollment.feed(now, faces, embedded)
+        event = None
+        if enrollment.finished:
+            self.enrollment = None
+            if enrollment.person is not None:
+                self._templates = self.gallery.templates()
+                event = Event("enrolled", enrollment.person.name, None, enrollment.message)
+                self.hardware.show(Led.GRANTED)
+            else:
+                event = Event("error", None, None, f"enrolment: {enrollment.message}")
+                self.gallery.log_event("error", None, None, event.detail)
+                self.hardware.show(Led.DENIED)
+            self.last_event = event
+        else:
+            self.hardware.show(Led.ENROLLING)
+        return FrameReport(now, faces, None, None, self.hardware.relay_on, self.hardware.pattern, True,
+                           enrollment.phase.value, event, timings)
+
+    def reload_gallery(self) -> None:
+        """Pick up people enrolled or removed by another process (``kiosk enroll`` / ``people``)."""
+        self._templates = self.gallery.templates()
+
+    def close(self) -> None:
+        """Relay off, LED off, release the camera and pins."""
+        try:
+            self.hardware.lock()
+        finally:
+            self.camera.close()
+            self.hardware.close()
+
+
+def _ms(start: float) -> float:
+    return 1000 * (time.perf_counter() - start)
+
+
+def stage_summary(reports: list[FrameReport]) -> dict[str, tuple[float, float]]:
+    """Median and p90 milliseconds per stage over frames that ran it, plus the total."""
+    stages: dict[str, list[float]] = {}
+    for report in reports:
+        for stage, value in report.timings.items():
+            stages.setdefault(stage, []).append(value)
+        stages.setdefault("total", []).append(sum(report.timings.values()))
+    return {stage: (float(np.median(v)), float(np.percentile(v, 90))) for stage, v in stages.items()}

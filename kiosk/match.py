@@ -1,0 +1,39 @@
+"""Who is this? Cosine matching of one embedding against the enrolled people."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from kiosk.gallery import Templates
+
+
+@dataclass(frozen=True)
+class Match:
+    """The best enrolled person for a face, and whether they are accepted.
+
+    ``person`` is set only when ``score`` is above the threshold *and* at
+    least ``margin`` ahead of the best other person; ``best`` names the top
+    candidate either way (for logs).
+    """
+
+    person: str | None
+    best: str | None
+    score: float | None
+    runner_up: float | None
+
+
+def match(embedding: np.ndarray, templates: Templates, threshold: float, margin: float = 0.05) -> Match:
+    """Each person scores their best-matching embedding; the top person must clear both bars."""
+    if not templates.names:
+        return Match(None, None, None, None)
+    similarities = templates.vectors @ embedding
+    per_person: dict[str, float] = {}
+    for name, value in zip(templates.names, similarities):
+        per_person[name] = max(per_person.get(name, -1.0), float(value))
+    ranked = sorted(per_person.items(), key=lambda item: item[1], reverse=True)
+    best, score = ranked[0]
+    runner_up = ranked[1][1] if len(ranked) > 1 else None
+    accepted = score > threshold and (runner_up is None or score - runner_up >= margin)
+    return Match(best if accepted else None, best, score, runner_up)

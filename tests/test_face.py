@@ -1,0 +1,95 @@
+"""The shared preprocessing: Haar detection, fallbacks, crop geometry, image reading."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder, ImageError, crop_face, read_image
+from tests.conftest import FACES
+
+PHOTO = FACES / "Colin_Powell" / "Colin_Powell_0001.jpg"
+
+
+def test_finds_the_face_in_a_portrait():
+    image = read_image(PHOTO)
+    face = FaceFinder().largest(image)
+    assert face is not None
+    # LFW deep-funneled photos are centred on the face.
+    assert abs(face.center[0] - 125) < 20 and abs(face.center[1] - 125) < 25
+    assert 60 < face.w < 160
+    assert face.angle == 0 and face.pass_name == "haar"
+
+
+def test_no_face_in_a_blank_image():
+    assert FaceFinder().find(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_rotated_face_is_found_by_a_rotated_pass_and_cropped_upright():
+    image = read_image(PHOTO)
+    upright = crop_face(image, FaceFinder().largest(image))
+    tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((125, 125), -35, 1.0), (250, 250), borderMode=cv2.BORDER_REPLICATE)
+    plain = FaceFinder(DetectorSettings(rotations=())).largest(tilted)
+    face = FaceFinder(DetectorSettings(rotations=(-35.0, 35.0))).largest(tilted)
+    assert plain is None, "the plain cascade should miss a face tilted by 35 degrees"
+    assert face is not None and face.angle == 35.0
+
+    def likeness(crop):
+        gray = [cv2.cvtColor(c, cv2.COLOR_RGB2GRAY) for c in (crop, upright)]
+        return cv2.matchTemplate(gray[0], gray[1], cv2.TM_CCOEFF_NORMED).max()
+
+    # The crop of the tilted photo is turned upright: it looks like the original's crop,
+    # far more than the same box cut without the rotation.
+    unrotated = dataclasses.replace(face, angle=0.0)
+    assert likeness(crop_face(tilted, face)) > 0.5
+    assert likeness(crop_face(tilted, face)) > likeness(crop_face(tilted, unrotated)) + 0.2
+
+
+def test_large_frames_are_downscaled_for_detection_but_boxes_are_in_frame_pixels():
+    image = read_image(PHOTO)
+    big = cv2.resize(image, (1000, 1000))
+    face = FaceFinder(DetectorSettings(work_width=320)).largest(big)
+    assert face is not None
+    assert abs(face.center[0] - 500) < 80 and face.w > 240
+
+
+def test_crop_is_encoder_sized_rgb():
+    image = read_image(PHOTO)
+    crop = crop_face(image, FaceFinder().largest(image))
+    assert crop.shape == (ENCODER_SIZE, ENCODER_SIZE, 3) and crop.dtype == np.uint8
+
+
+def test_dark_photo_found_through_clahe_pass():
+    image = (read_image(PHOTO) * 0.12).astype(np.uint8)
+    face = FaceFinder().largest(image)
+    assert face is not None
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [(b"", "empty"), (b"not an image at all", "cannot decode"), (PHOTO.read_bytes()[:300], "cannot decode")],
+)
+def test_bad_files_raise_image_error_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match="bad.jpg"):
+        read_image(path)
+
+
+def test_missing_file_raises_image_error(tmp_path):
+    with pytest.raises(ImageError, match="cannot read"):
+        read_image(tmp_path / "nope.jpg")
+
+
+def test_grayscale_16bit_and_alpha_images_become_8bit_bgr(tmp_path):
+    gray = cv2.cvtColor(read_image(PHOTO), cv2.COLOR_BGR2GRAY)
+    cv2.imwrite(str(tmp_path / "gray.png"), gray)
+    cv2.imwrite(str(tmp_path / "deep.png"), gray.astype(np.uint16) * 257)
+    cv2.imwrite(str(tmp_path / "alpha.png"), cv2.cvtColor(read_image(PHOTO), cv2.COLOR_BGR2BGRA))
+    for name in ("gray.png", "deep.png", "alpha.png"):
+        image = read_image(tmp_path / name)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+        assert FaceFinder().largest(image) is not None

