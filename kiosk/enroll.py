@@ -25,7 +25,7 @@ from kiosk.gallery import Gallery, Person
 from kiosk.match import match
 from kiosk.pipeline import FaceEmbedding, FacePipeline
 
-VARIETY_MAX_COSINE = 0.97
+VARIETY_MAX_COSINE = 0.985
 """A new enrolment frame must differ from every kept one at least this much (pose variety)."""
 
 
