@@ -1,0 +1,92 @@
+"""The shipped int8 encoder and its metadata; a damaged, swapped or wrong model is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from kiosk.encoder import Encoder, ModelError, runtime_interpreters
+from kiosk.face import read_image
+from kiosk.pipeline import FacePipeline
+from tests.conftest import FACES, MODELS
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    target = tmp_path / "models"
+    target.mkdir()
+    for name in ("encoder.tflite", "encoder.json"):
+        shutil.copy(MODELS / name, target / name)
+    return target
+
+
+def test_shipped_model_loads_and_embeds():
+    encoder = Encoder()
+    metadata = json.loads((MODELS / "encoder.json").read_text())
+    assert encoder.info.embedding_size == 128 and encoder.input_size == 112
+    assert 0 < encoder.threshold < 1 and metadata["threshold"]["target_far"] == 1e-3
+    assert (MODELS / "encoder.tflite").stat().st_size <= 12e6
+    crop = np.random.default_rng(0).integers(0, 255, (112, 112, 3), dtype=np.uint8)
+    vector = encoder.embed(crop)
+    assert vector.dtype == np.float32 and vector.shape == (128,)
+    assert abs(np.linalg.norm(vector) - 1) < 1e-5
+
+
+def test_same_person_scores_above_threshold_and_strangers_below():
+    pipeline = FacePipeline()
+    embed = {p.parent.name + p.stem[-1]: pipeline.embed_largest(read_image(p)).embedding for p in sorted(FACES.rglob("*.jpg"))}
+    threshold = pipeline.encoder.threshold
+    assert embed["Colin_Powell1"] @ embed["Colin_Powell2"] > threshold
+    assert embed["Colin_Powell1"] @ embed["Hugo_Chavez1"] < threshold
+    assert embed["George_W_Bush1"] @ embed["Hugo_Chavez2"] < threshold
+
+
+def test_both_runtimes_are_available_in_the_dev_environment():
+    assert "ai-edge-litert" in runtime_interpreters()
+
+
+def test_missing_model_is_refused(model_copy):
+    (model_copy / "encoder.tflite").unlink()
+    with pytest.raises(ModelError, match="missing"):
+        Encoder(model_copy)
+
+
+def test_missing_metadata_is_refused(model_copy):
+    (model_copy / "encoder.json").unlink()
+    with pytest.raises(ModelError, match="metadata .* is missing"):
+        Encoder(model_copy)
+
+
+def test_truncated_model_is_refused(model_copy):
+    data = (model_copy / "encoder.tflite").read_bytes()
+    (model_copy / "encoder.tflite").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match="does not match its metadata"):
+        Encoder(model_copy)
+
+
+def test_swapped_model_is_refused(model_copy):
+    data = bytearray((model_copy / "encoder.tflite").read_bytes())
+    data[-100] ^= 0xFF
+    (model_copy / "encoder.tflite").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="damaged or was swapped"):
+        Encoder(model_copy)
+
+
+def test_model_of_the_wrong_shape_is_refused(model_copy):
+    metadata = json.loads((model_copy / "encoder.json").read_text())
+    metadata["input"]["size"] = 96
+    (model_copy / "encoder.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelError, match="takes input"):
+        Encoder(model_copy)
+
+
+def test_garbage_metadata_is_refused(model_copy):
+    (model_copy / "encoder.json").write_text("{not json")
+    with pytest.raises(ModelError, match="not valid JSON"):
+        Encoder(model_copy)
+    (model_copy / "encoder.json").write_text("{}")
+    with pytest.raises(ModelError, match="lacks"):
+        Encoder(model_copy)
