@@ -159,7 +159,7 @@ def _embedding(pipeline, image):
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from kiosk.training.report import evaluate_and_report
 
-    evaluate_and_report(args.models, args.data, args.report, peers=not args.no_peers, limit=args.limit)
+    evaluate_and_report(args.models, args.data, args.report, peers=not args.no_peers)
 
 
 def cmd_all(args: argparse.Namespace) -> None:
@@ -172,7 +172,7 @@ def cmd_all(args: argparse.Namespace) -> None:
         ("export", argparse.Namespace(model=run / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
         ("evaluate", argparse.Namespace(models=args.out, data=args.data, report=args.out / "encoder-report.md",
-                                        no_peers=False, limit=None)),
+                                        no_peers=False)),
     ]
     for name, namespace in steps:
         print(f"== {name} ({(time.time() - started) / 60:.1f} min so far)", flush=True)
@@ -219,7 +219,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--report", type=Path, default=DEFAULT_MODELS / "encoder-report.md")
     p.add_argument("--no-peers", action="store_true", help="skip OpenCV YuNet+SFace and dlib")
-    p.add_argument("--limit", type=int, help="evaluate on only the first N pairs/images (quick check)")
 
     p = sub.add_parser("all", help="prepare + train + export + evaluate: rebuild the shipped model")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
