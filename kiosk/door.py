@@ -20,6 +20,7 @@ from kiosk.camera import ReconnectingCamera
 from kiosk.config import Config
 from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Observation, Step
 from kiosk.enroll import ButtonEnrollment
+from kiosk.face import FaceTracker
 from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
@@ -64,6 +65,7 @@ class Door:
         self.hardware = hardware
         self.clock = clock
         self.liveness = liveness or NoLivenessCheck()
+        self.tracker = FaceTracker(pipeline.finder)
         self.decision = DoorDecision(decision_settings(config))
         self.threshold = config.recognition.threshold or pipeline.encoder.threshold
         self.enrollment: ButtonEnrollment | None = None
@@ -99,7 +101,7 @@ class Door:
         self._check_button(now)
 
         start = time.perf_counter()
-        faces = self.pipeline.finder.find(frame)
+        faces = self.tracker.find(frame)
         timings["detect"] = _ms(start)
         embedded = None
         if faces:

@@ -213,7 +213,7 @@ def test_exception_in_the_loop_leaves_the_relay_off(rig_factory, monkeypatch):
     for _ in range(3):
         door.process_frame()
     assert rig.hardware.relay_on
-    monkeypatch.setattr(door.pipeline.finder, "find", lambda frame: 1 / 0)
+    monkeypatch.setattr(door.tracker, "find", lambda frame: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         door.process_frame()
     assert not rig.hardware.relay_on

@@ -93,3 +93,22 @@ def test_grayscale_16bit_and_alpha_images_become_8bit_bgr(tmp_path):
         image = read_image(tmp_path / name)
         assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
         assert FaceFinder().largest(image) is not None
+
+
+def test_tracker_follows_a_moving_face_and_rescans_when_it_is_lost():
+    from kiosk.face import FaceTracker
+
+    image = read_image(PHOTO)
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    tracker = FaceTracker(FaceFinder(), full_every=5)
+    passes, centers = [], []
+    for step in range(8):
+        moved = frame.copy()
+        moved[100:350, 150 + 10 * step:400 + 10 * step] = image
+        faces = tracker.find(moved)
+        assert faces, f"lost the face at step {step}"
+        passes.append(faces[0].pass_name)
+        centers.append(faces[0].center[0])
+    assert passes[0] == "haar" and passes[1:6] == ["haar-track"] * 5 and passes[6] == "haar"
+    assert all(b > a for a, b in zip(centers, centers[1:])), "the box follows the face"
+    assert tracker.find(frame) == []  # face gone: the full scan finds nothing
