@@ -75,7 +75,7 @@ class OpenCVCamera:
     def __init__(self, source: int | str, width: int = 640, height: int = 480) -> None:
         self.source = source
         self.name = f"camera {source}"
-        self.is_file = isinstance(source, str) and Path(source).is_file()
+        self.is_file = isinstance(source, str) and Path(source).is_file()  # a video file ends; a stream or device does not
         self._capture = cv2.VideoCapture(source)
         if not self._capture.isOpened():
             raise CameraError(f"cannot open {self.name}: no such device, stream or file (check the cable, URL or permissions)")
@@ -137,7 +137,7 @@ def open_camera(source: str, width: int = 640, height: int = 480) -> Camera:
         return OpenCVCamera(int(source), width, height)
     if Path(source).is_dir():
         return FolderCamera(Path(source))
-    if "://" in source or Path(source).is_file():
+    if "://" in source or Path(source).exists():
         return OpenCVCamera(source, width, height)
     raise CameraError(f"camera source {source!r} is not 'picamera', a device index, a URL, a video file or a folder of images")
 

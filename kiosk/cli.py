@@ -1,8 +1,8 @@
-"""``kiosk``: the face-kiosk command line.
+"""face-kiosk: a face-recognition door lock for the Raspberry Pi.
 
-Start with ``kiosk demo`` (no camera or Pi needed). On the Pi the service
-runs ``kiosk run``; people are managed with ``kiosk enroll`` and
-``kiosk people``. ``kiosk COMMAND --help`` explains each command.
+Start with 'kiosk demo' (no camera or Pi needed). On the Pi the service
+runs 'kiosk run'; people are managed with 'kiosk enroll' and
+'kiosk people'. 'kiosk COMMAND --help' explains each command.
 """
 
 from __future__ import annotations
@@ -55,9 +55,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.face import DetectorSettings
     from kiosk.gallery import Gallery
     from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+    from kiosk.notify import SystemdNotifier
     from kiosk.pipeline import FacePipeline
 
     config = _config(args)
+    notifier = SystemdNotifier()
     if args.camera:
         config.camera.source = args.camera
     stop = {"signal": None}
@@ -86,7 +88,8 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"({'simulated GPIO' if args.simulate else 'GPIO'}); Ctrl-C to stop", flush=True)
         period = 1.0 / config.camera.max_fps
         reports, failures = [], 0
-        last_reload = time.monotonic()
+        last_reload = last_status = time.monotonic()
+        frames_at_status = 0
         while stop["signal"] is None:
             started = time.monotonic()
             try:
@@ -102,6 +105,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if failures >= 10:
                     raise
                 continue
+            if report.camera_up and door.frames == 1:
+                notifier.ready(f"watching {config.camera.source}, {len(gallery.people())} people enrolled")
+            notifier.watchdog()  # from the frame loop itself: a hung camera or loop stops the pings
+            if time.monotonic() - last_status >= 5:
+                fps = (door.frames - frames_at_status) / (time.monotonic() - last_status)
+                last = door.last_event
+                notifier.status(f"{fps:.1f} fps, {len(gallery.people())} people enrolled, camera "
+                                f"{'up' if report.camera_up else 'DOWN: ' + str(camera.last_error)}, last decision: "
+                                + (f"{last.kind} {last.person or ''}".strip() if last else "none"))
+                last_status, frames_at_status = time.monotonic(), door.frames
             if report.event is not None:
                 e = report.event
                 print(f"{datetime.datetime.now():%H:%M:%S} {e.kind} {e.person or '-'} "
@@ -121,14 +134,27 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"kiosk: {stop['signal']} received; relay off, stopping", flush=True)
         return 0
     finally:
+        notifier.stopping()
         if door is not None:
             door.close()
         else:
             hardware.close()
+        notifier.close()
 
 
 def _print_stats(summary: dict[str, tuple[float, float]]) -> None:
     print("stats (median/p90 ms): " + ", ".join(f"{k} {m:.1f}/{p:.1f}" for k, (m, p) in summary.items()), flush=True)
+
+
+def cmd_relay_off(args: argparse.Namespace) -> int:
+    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+
+    config = _config(args)
+    pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
+    hardware = DoorHardware(pins, make_pin_factory(args.simulate))
+    hardware.close()  # closing switches the relay off first
+    print(f"relay on GPIO {pins.relay} is off")
+    return 0
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -261,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", help="override camera.source: picamera, 0, rtsp://..., a video file or a folder of images")
     p.add_argument("--stats", action="store_true", help="print per-stage timings (median/p90 ms) every 100 frames")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("relay-off", help="force the door relay off (the service runs this after it stops)")
+    with_config(p)
+    p.add_argument("--simulate", action="store_true", help="mock GPIO pins")
+    p.set_defaults(handler=cmd_relay_off)
 
     p = sub.add_parser("enroll", help="enrol a person from photos or the camera",
                        description="Enrol NAME from photos (files or folders) or by looking into the camera.")

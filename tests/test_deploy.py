@@ -1,0 +1,161 @@
+"""The systemd unit, the installer, and ``kiosk run`` speaking the notify protocol."""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kiosk.demo import demo_data
+
+ROOT = Path(__file__).resolve().parent.parent
+UNIT = ROOT / "deploy" / "kiosk.service"
+INSTALLER = ROOT / "deploy" / "install.sh"
+
+
+def unit_settings() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str
+    parser.read(UNIT)
+    return parser
+
+
+def test_unit_key_settings():
+    unit = unit_settings()
+    service = unit["Service"]
+    assert service["Type"] == "notify" and service["Restart"] == "on-failure"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["User"] == "kiosk" and set(service["SupplementaryGroups"].split()) == {"gpio", "video"}
+    assert service["StateDirectory"] == "kiosk" and "/etc/kiosk/kiosk.toml" in service["ExecStart"]
+    assert "relay-off" in service["ExecStopPost"]
+    for key in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
+        assert service[key] == "yes"
+    assert service["ProtectSystem"] == "strict"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    kiosk = Path(sys.executable).with_name("kiosk")
+    unit = tmp_path / "kiosk.service"
+    unit.write_text(UNIT.read_text().replace("/opt/face-kiosk/.venv/bin/kiosk", str(kiosk)))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_installer_passes_shellcheck():
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))
+    done = subprocess.run([shellcheck, str(INSTALLER), str(ROOT / ".ci" / "run")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
+
+
+@pytest.mark.parametrize("args, expected, absent", [
+    ([], ["apt-get install", "python3-picamera2", "python3-lgpio", "venv --system-site-packages",
+          "usermod -a -G gpio,video kiosk", "systemctl enable kiosk.service"], ["rm -rf /var/lib/kiosk"]),
+    (["--uninstall"], ["rm -f /etc/systemd/system/kiosk.service", "rm -rf /opt/face-kiosk", "kept the gallery"],
+     ["rm -rf /var/lib/kiosk"]),
+    (["--uninstall", "--purge"], ["rm -rf /var/lib/kiosk /etc/kiosk"], []),
+])
+def test_installer_dry_run_prints_every_step_and_changes_nothing(args, expected, absent):
+    done = subprocess.run(["bash", str(INSTALLER), "--dry-run", *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for text in expected:
+        assert text in done.stdout
+    for text in absent:
+        assert text not in done.stdout
+    assert not Path("/opt/face-kiosk").exists() and not Path("/etc/systemd/system/kiosk.service").exists()
+
+
+def test_installer_rejects_unknown_options():
+    done = subprocess.run(["bash", str(INSTALLER), "--bogus"], capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown option" in done.stderr
+
+
+class NotifySocket:
+    """A NOTIFY_SOCKET the test owns, collecting what the service says."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+
+    def collect(self, seconds: float, until=None) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            try:
+                data = self.sock.recv(4096).decode()
+            except TimeoutError:
+                continue
+            self.messages.append((time.monotonic(), data))
+            if until is not None and until(self):
+                return
+
+    def count(self, text: str) -> int:
+        return sum(text in m for _, m in self.messages)
+
+
+def start_kiosk(tmp_path: Path, frames: Path, watchdog_usec: int = 1_000_000) -> tuple[subprocess.Popen, NotifySocket]:
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[camera]\nsource = "{frames}"\nmax_fps = 15.0\n[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec), PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "run", "--simulate", "--config", str(config)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return process, notify
+
+
+def test_run_notifies_ready_watchdog_status_and_stops_cleanly_on_sigterm(tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    source = demo_data() / "frames" / "empty_00.jpg"
+    for i in range(400):  # about 27 s at 15 fps: longer than the test
+        (frames / f"{i:04d}.jpg").write_bytes(source.read_bytes())
+    process, notify = start_kiosk(tmp_path, frames)
+    try:
+        notify.collect(60, until=lambda n: n.count("STATUS=") >= 2 and n.count("WATCHDOG=1") >= 5)
+        assert notify.count("READY=1") == 1
+        assert notify.count("WATCHDOG=1") >= 5
+        statuses = [m for _, m in notify.messages if m.startswith("STATUS=")]
+        assert any("fps" in s and "people enrolled" in s and "last decision" in s for s in statuses), statuses
+        ready_at = next(t for t, m in notify.messages if "READY=1" in m)
+        assert all(t >= ready_at for t, m in notify.messages if m == "WATCHDOG=1")
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert "SIGTERM received; relay off" in output
+    notify.collect(0.5)
+    assert notify.count("STOPPING=1") == 1
+
+
+def test_a_stalled_camera_stops_the_watchdog_pings(tmp_path):
+    """A camera that hangs inside read() (here: a FIFO nobody writes to after the first frames)."""
+    fifo = tmp_path / "stream.mjpeg"
+    os.mkfifo(fifo)
+    notify = NotifySocket(tmp_path / "notify.sock")
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[camera]\nsource = "{fifo}"\n[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="1000000")
+    process = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "run", "--simulate", "--config", str(config)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with open(fifo, "wb"):
+            pass  # the first open sees an empty stream; the reconnect then blocks in open() for good
+        stalled_from = time.monotonic() + 2.0
+        notify.collect(7)
+    finally:
+        process.kill()
+        process.wait()
+    assert notify.count("READY=1") == 0
+    assert not [m for t, m in notify.messages if m == "WATCHDOG=1" and t > stalled_from], "pings must stop while the camera hangs"
