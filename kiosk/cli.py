@@ -146,6 +146,18 @@ def _print_stats(summary: dict[str, tuple[float, float]]) -> None:
     print("stats (median/p90 ms): " + ", ".join(f"{k} {m:.1f}/{p:.1f}" for k, (m, p) in summary.items()), flush=True)
 
 
+def cmd_selftest(args: argparse.Namespace) -> int:
+    from kiosk.selftest import run_selftest
+
+    config = _config(args)
+    if args.camera:
+        config.camera.source = args.camera
+    checks = run_selftest(config, _model_dir(config), args.simulate, args.relay, args.button)
+    failed = [c for c in checks if c.status == "FAIL"]
+    print(f"{len(checks) - len(failed)} of {len(checks)} checks passed or skipped" + (f"; FAILED: {', '.join(c.name for c in failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def cmd_relay_off(args: argparse.Namespace) -> int:
     from kiosk.gpio import DoorHardware, Pins, make_pin_factory
 
@@ -287,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--camera", help="override camera.source: picamera, 0, rtsp://..., a video file or a folder of images")
     p.add_argument("--stats", action="store_true", help="print per-stage timings (median/p90 ms) every 100 frames")
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("selftest", help="check camera, face detection, model, database, LED (and relay, button)",
+                       description="Check every part of the door once and print a pass/fail table; exit 1 on any failure.")
+    with_config(p)
+    p.add_argument("--simulate", action="store_true", help="mock GPIO pins")
+    p.add_argument("--camera", help="override camera.source")
+    p.add_argument("--relay", action="store_true", help="also click the relay once (the door opens for 0.5 s!)")
+    p.add_argument("--button", action="store_true", help="also wait for a press of the enrol button")
+    p.set_defaults(handler=cmd_selftest)
 
     p = sub.add_parser("relay-off", help="force the door relay off (the service runs this after it stops)")
     with_config(p)

@@ -130,7 +130,7 @@ class FaceFinder:
             if faces:
                 break
             faces = self._detect(equalised, angle, factor, f"haar@{angle:+.0f}")
-        return sorted(faces, key=lambda f: f.size, reverse=True)
+        return drop_enclosing(faces)
 
     def largest(self, image: np.ndarray) -> Face | None:
         """The largest face in ``image``, or None when there is none."""
@@ -226,7 +226,23 @@ class FaceTracker:
                  center=(x0 + (x + w / 2) / factor, y0 + (y + h / 2) / factor), pass_name="haar-track")
             for x, y, w, h in np.asarray(boxes).reshape(-1, 4)
         ]
-        return sorted(faces, key=lambda f: f.size, reverse=True)
+        return drop_enclosing(faces)
+
+
+def drop_enclosing(faces: list[Face]) -> list[Face]:
+    """Largest first, without boxes that enclose a smaller face.
+
+    At coarse scales the cascade sometimes fires on a head together with its
+    surroundings, giving a second, much larger box around the real face;
+    two real faces cannot contain one another, so the enclosing box goes.
+    """
+    kept = []
+    for face in faces:
+        inner = [o for o in faces if o is not face and o.w < 0.65 * face.w
+                 and np.hypot(o.center[0] - face.center[0], o.center[1] - face.center[1]) < 0.35 * face.w]
+        if not inner:
+            kept.append(face)
+    return sorted(kept, key=lambda f: f.size, reverse=True)
 
 
 def crop_transform(face: Face, geometry: CropGeometry = CROP_GEOMETRY, size: int = ENCODER_SIZE) -> np.ndarray:

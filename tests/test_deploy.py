@@ -159,3 +159,17 @@ def test_a_stalled_camera_stops_the_watchdog_pings(tmp_path):
         process.wait()
     assert notify.count("READY=1") == 0
     assert not [m for t, m in notify.messages if m == "WATCHDOG=1" and t > stalled_from], "pings must stop while the camera hangs"
+
+
+def test_selftest_passes_on_simulated_hardware_and_fails_on_a_missing_camera(tmp_path, capsys):
+    from kiosk import cli
+
+    frames = str(demo_data() / "frames")
+    state = str(tmp_path / "state")
+    assert cli.main(["selftest", "--simulate", "--state-dir", state, "--camera", frames, "--relay", "--button"]) == 0
+    out = capsys.readouterr().out
+    for name in ("model", "database", "camera", "face detection", "led", "relay", "button"):
+        assert any(line.startswith("PASS") and name in line for line in out.splitlines()), (name, out)
+    assert cli.main(["selftest", "--simulate", "--state-dir", state, "--camera", str(tmp_path / "missing")]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL  camera" in out and "FAILED: camera" in out

@@ -112,3 +112,12 @@ def test_tracker_follows_a_moving_face_and_rescans_when_it_is_lost():
     assert passes[0] == "haar" and passes[1:6] == ["haar-track"] * 5 and passes[6] == "haar"
     assert all(b > a for a, b in zip(centers, centers[1:])), "the box follows the face"
     assert tracker.find(frame) == []  # face gone: the full scan finds nothing
+
+
+def test_a_box_enclosing_a_smaller_face_is_dropped():
+    from kiosk.face import Face, drop_enclosing
+
+    real = Face(274, 158, 148, 148, 0.0, (348.0, 232.0), "haar")
+    around = Face(220, 16, 276, 276, 0.0, (358.0, 154.0), "haar")
+    other_person = Face(20, 20, 100, 100, 0.0, (70.0, 70.0), "haar")
+    assert drop_enclosing([around, real, other_person]) == [real, other_person]

@@ -1,0 +1,131 @@
+"""``kiosk selftest``: check every part of the door once, print a pass/fail table.
+
+Camera frames, face detection on a live frame (when someone is in view),
+model file and hash, database integrity, the LED, and on request the relay
+(one click) and the button (waits for a press).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kiosk.config import Config
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # PASS, FAIL or SKIP
+    detail: str
+
+
+def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button: bool, button_timeout: float = 30.0,
+                 out: Callable[[str], None] = print) -> list[Check]:
+    """Run the checks in order; each failure is reported, never raised."""
+    checks: list[Check] = []
+
+    def check(name: str, action: Callable[[], tuple[str, str]]) -> None:
+        try:
+            status, detail = action()
+        except Exception as error:  # noqa: BLE001 - a self-test reports every failure
+            status, detail = "FAIL", f"{type(error).__name__}: {error}"
+        checks.append(Check(name, status, detail))
+        out(f"{status:4s}  {name:18s} {detail}")
+
+    state: dict = {}
+
+    def model() -> tuple[str, str]:
+        from kiosk.pipeline import FacePipeline
+
+        state["pipeline"] = FacePipeline(model_dir)
+        encoder = state["pipeline"].encoder
+        return "PASS", f"{encoder.model_path.name} sha256 matches, {encoder.runtime}, threshold {encoder.threshold:.3f}"
+
+    def database() -> tuple[str, str]:
+        from kiosk.encoder import ModelInfo
+        from kiosk.gallery import Gallery
+
+        gallery = Gallery(config.database, ModelInfo.load(model_dir / "encoder.json").sha256)
+        try:
+            if not gallery.integrity_ok():
+                return "FAIL", f"{config.database} failed PRAGMA integrity_check"
+            return "PASS", f"{config.database}: integrity ok, {len(gallery.people())} people enrolled"
+        finally:
+            gallery.close()
+
+    def camera() -> tuple[str, str]:
+        from kiosk.camera import open_camera
+
+        cam = open_camera(config.camera.source, config.camera.width, config.camera.height)
+        try:
+            start = time.monotonic()
+            frames = [cam.read() for _ in range(10)]
+            fps = len(frames) / max(1e-6, time.monotonic() - start)
+        finally:
+            cam.close()
+        state["frame"] = frames[-1]
+        height, width = frames[-1].shape[:2]
+        return "PASS", f"{cam.name}: 10 frames of {width}x{height}, {fps:.0f} fps"
+
+    def face() -> tuple[str, str]:
+        if "frame" not in state or "pipeline" not in state:
+            return "SKIP", "needs the camera and the model"
+        faces = state["pipeline"].finder.find(state["frame"])
+        if not faces:
+            return "SKIP", "no face in view (stand in front of the camera and run again to test detection)"
+        return "PASS", f"{len(faces)} face(s), largest {faces[0].w:.0f} px"
+
+    check("model", model)
+    check("database", database)
+    check("camera", camera)
+    check("face detection", face)
+
+    from kiosk.decision import Led
+    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+
+    pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
+    hardware = None
+
+    def gpio() -> tuple[str, str]:
+        nonlocal hardware
+        hardware = DoorHardware(pins, make_pin_factory(simulate))
+        return "PASS", f"relay GPIO {pins.relay} ({'active-high' if pins.relay_active_high else 'active-low'}), " \
+                       f"LED GPIO {pins.led}, button GPIO {pins.button}{' (simulated)' if simulate else ''}"
+
+    def led() -> tuple[str, str]:
+        for _ in range(3):
+            hardware.led.on()
+            time.sleep(0.2)
+            hardware.led.off()
+            time.sleep(0.2)
+        hardware.show(Led.IDLE)
+        return "PASS", "blinked 3 times (did you see it?)"
+
+    def click() -> tuple[str, str]:
+        hardware.unlock()
+        time.sleep(0.5)
+        hardware.lock()
+        return ("PASS" if not hardware.relay_on else "FAIL"), "clicked once for 0.5 s, now off (did you hear it?)"
+
+    def press() -> tuple[str, str]:
+        if simulate:
+            hardware.button.pin.drive_low()
+        out(f"      press the enrol button within {button_timeout:.0f} s ...")
+        if hardware.button.wait_for_press(timeout=button_timeout):
+            return "PASS", "press seen"
+        return "FAIL", f"no press within {button_timeout:.0f} s (check wiring to GPIO {pins.button} and ground)"
+
+    check("gpio", gpio)
+    try:
+        if hardware is not None:
+            check("led", led)
+            if relay:
+                check("relay", click)
+            if button:
+                check("button", press)
+    finally:
+        if hardware is not None:
+            hardware.close()
+    return checks
