@@ -1,0 +1,69 @@
+"""Property-based tests of the decision state machine (hypothesis).
+
+Whatever sequence of frames arrives: the door never opens without k matching
+frames and a liveness check that did not fail, it always relocks within
+unlock_seconds, and it never opens while locked out.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kiosk.decision import DecisionSettings, DoorDecision, Observation
+
+people = st.sampled_from([None, "ann", "bob"])
+frame = st.tuples(
+    st.floats(min_value=0.01, max_value=0.5),  # time since the previous frame
+    st.booleans(),  # a face in view
+    people,
+    st.sampled_from([None, True, False]),  # liveness verdict
+)
+decision_settings = st.builds(
+    DecisionSettings,
+    k=st.integers(1, 4),
+    n=st.just(5),
+    window_seconds=st.floats(0.5, 3.0),
+    unlock_seconds=st.floats(0.5, 6.0),
+    rearm_seconds=st.floats(0.5, 3.0),
+    max_denied=st.integers(1, 6),
+    lockout_window_seconds=st.floats(5.0, 120.0),
+    lockout_seconds=st.floats(1.0, 60.0),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(decision_settings, st.lists(frame, min_size=1, max_size=120))
+def test_the_door_opens_only_for_k_live_matches_and_always_relocks(config, frames):
+    decision = DoorDecision(config)
+    now, history, opened_at = 0.0, [], None
+    for gap, face, person, live in frames:
+        now += gap
+        obs = Observation(now, face, person if face else None, 0.7, 0, live)
+        was_on = decision.relay_on
+        step = decision.observe(obs)
+        history.append(obs)
+        if step.relay_on and not was_on:
+            # A fresh unlock: k of the last n frames (within the window) show the same person, live.
+            recent = [o for o in history[-config.n:] if now - o.time <= config.window_seconds]
+            assert sum(o.person == step.event.person for o in recent) >= config.k
+            assert obs.live is not False
+            assert step.event.kind == "granted"
+            opened_at = now
+        if step.relay_on:
+            assert opened_at is not None and now - opened_at < config.unlock_seconds
+        if decision.locked_out_until is not None:
+            assert not step.relay_on
+    # With no more frames, the clock alone relocks the door on time.
+    assert not decision.tick(now + config.unlock_seconds).relay_on
+
+
+@settings(max_examples=200, deadline=None)
+@given(decision_settings, st.lists(frame, min_size=1, max_size=80))
+def test_failed_liveness_never_opens(config, frames):
+    decision = DoorDecision(config)
+    now = 0.0
+    for gap, face, person, _ in frames:
+        now += gap
+        step = decision.observe(Observation(now, face, person if face else None, 0.7, 0, False))
+        assert not step.relay_on
