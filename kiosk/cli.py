@@ -249,6 +249,27 @@ def parse_since(text: str) -> float:
         raise argparse.ArgumentTypeError(f"--since takes e.g. 30m, 12h, 7d or 2026-11-28T08:00, not {text!r}") from error
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    config = _config(args)
+    gallery = _gallery(config)
+    try:
+        target = gallery.backup(args.file)
+        print(f"backed up {len(gallery.people())} people to {target} (it holds biometric data: keep it safe)")
+        return 0
+    finally:
+        gallery.close()
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from kiosk.gallery import Gallery
+
+    config = _config(args)
+    info = ModelInfo.load(_model_dir(config) / "encoder.json")
+    people = Gallery.restore(args.file, config.database, info.sha256)
+    print(f"restored {people} people into {config.database}; restart the service: sudo systemctl restart kiosk")
+    return 0
+
+
 def cmd_events(args: argparse.Namespace) -> int:
     config = _config(args)
     gallery = _gallery(config)
@@ -337,6 +358,17 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("name")
     a.add_argument("role", choices=["admin", "user"])
     p.set_defaults(handler=cmd_people)
+
+    p = sub.add_parser("backup", help="copy the gallery (people and events) to a file")
+    with_config(p)
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.set_defaults(handler=cmd_backup)
+
+    p = sub.add_parser("restore", help="replace the gallery with a backup made by 'kiosk backup'",
+                       description="Replace the gallery with a backup; refuses a damaged file or one made with a different model.")
+    with_config(p)
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.set_defaults(handler=cmd_restore)
 
     p = sub.add_parser("events", help="show the event log (who was let in, denied, ...)")
     with_config(p)

@@ -100,6 +100,7 @@ class Gallery:
             self._db.execute("PRAGMA journal_mode = WAL")
             self._db.execute("PRAGMA synchronous = FULL")
             ok = self._db.execute("PRAGMA quick_check").fetchone()[0]
+            self.path.chmod(0o600)  # biometric data: the service user only
         except sqlite3.DatabaseError as error:
             raise GalleryError(
                 f"gallery {self.path} cannot be opened ({error}). If it is corrupt, move it aside and restore "
@@ -261,6 +262,56 @@ class Gallery:
         """Delete events older than ``retention_days``; returns how many went."""
         cutoff = self.clock() - retention_days * 86400
         return self._guard(lambda db: db.execute("DELETE FROM events WHERE time < ?", (cutoff,)).rowcount)
+
+    def backup(self, target: Path) -> Path:
+        """Copy the whole gallery to ``target`` (SQLite's online backup: consistent while in use)."""
+        target = Path(target)
+        partial = target.with_name(target.name + ".part")
+        try:
+            copy = sqlite3.connect(partial)
+            with copy:
+                self._db.backup(copy)
+            copy.close()
+            partial.chmod(0o600)
+            partial.replace(target)
+        except (sqlite3.Error, OSError) as error:
+            partial.unlink(missing_ok=True)
+            raise GalleryError(f"backup to {target} failed ({error}); nothing was written") from error
+        return target
+
+    @staticmethod
+    def restore(source: Path, target: Path, model_sha256: str) -> int:
+        """Replace the gallery at ``target`` with the backup ``source``; returns the people restored.
+
+        Refuses a file that is not a face-kiosk gallery, fails its integrity
+        check, or holds embeddings of a different model (they would never match).
+        """
+        source, target = Path(source), Path(target)
+        try:
+            db = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+            try:
+                if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                    raise GalleryError(f"{source} failed its integrity check; it cannot be restored")
+                db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                models = {row[0] for row in db.execute("SELECT DISTINCT model_sha256 FROM embeddings")}
+                people = db.execute("SELECT COUNT(*) FROM people").fetchone()[0]
+            finally:
+                db.close()
+        except sqlite3.Error as error:
+            raise GalleryError(f"{source} is not a face-kiosk gallery backup ({error})") from error
+        if models and models != {model_sha256}:
+            raise GalleryError(
+                f"{source} was made with a different face model ({', '.join(m[:12] for m in models)}...); "
+                f"its embeddings cannot match this model ({model_sha256[:12]}...). Re-enrol instead."
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".restoring")
+        partial.write_bytes(source.read_bytes())
+        partial.chmod(0o600)
+        for suffix in ("-wal", "-shm"):
+            Path(str(target) + suffix).unlink(missing_ok=True)
+        partial.replace(target)
+        return int(people)
 
     def integrity_ok(self) -> bool:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -118,3 +118,27 @@ def test_schema_version_is_recorded(gallery):
     row = sqlite3.connect(gallery.path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
     assert row == ("1",)
     assert gallery.integrity_ok()
+
+
+def test_backup_and_restore_round_trip_and_refuse_another_model(tmp_path):
+    live = Gallery(tmp_path / "live.sqlite3", "model-a")
+    live.add_person("Ann", unit(1))
+    backup = live.backup(tmp_path / "backup.sqlite3")
+    live.add_person("Bob", unit(2))
+    live.close()
+    assert (backup.stat().st_mode & 0o777) == 0o600
+    assert Gallery.restore(backup, tmp_path / "live.sqlite3", "model-a") == 1
+    restored = Gallery(tmp_path / "live.sqlite3", "model-a")
+    assert [p.name for p in restored.people()] == ["Ann"]
+    restored.close()
+    with pytest.raises(GalleryError, match="different face model"):
+        Gallery.restore(backup, tmp_path / "other.sqlite3", "model-b")
+    assert not (tmp_path / "other.sqlite3").exists()
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"junk" * 100)
+    with pytest.raises(GalleryError, match="not a face-kiosk gallery"):
+        Gallery.restore(junk, tmp_path / "other.sqlite3", "model-a")
+
+
+def test_gallery_file_is_private(gallery):
+    assert (gallery.path.stat().st_mode & 0o777) == 0o600
