@@ -1,0 +1,100 @@
+"""Soak: run the real door loop on replayed frames at full speed and watch for leaks.
+
+Plays the demo scene (owner, stranger, empty porch) over and over through
+``Door.process_frame`` with simulated pins and a clock that advances one
+frame period per frame, and samples every ``--every`` seconds: frames
+processed, decisions, resident memory and open file descriptors. At the end it
+checks that memory and descriptors did not grow (beyond a small allowance
+after warm-up) and exits 1 if they did.
+
+    python -m bench.soak --minutes 30        # the full run
+    python -m bench.soak --minutes 1         # the CI-sized run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def soak(minutes: float, every: float, out=print) -> dict:
+    from kiosk.camera import PlaylistCamera, ReconnectingCamera
+    from kiosk.clock import FakeClock
+    from kiosk.config import Config
+    from kiosk.demo import demo_data
+    from kiosk.door import Door
+    from kiosk.enroll import enroll_from_images
+    from kiosk.gallery import Gallery
+    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+    from kiosk.pipeline import FacePipeline
+
+    data = demo_data()
+    manifest = json.loads((data / "demo.json").read_text())
+    files = [data / f for segment in manifest["segments"] for f in segment["frames"]]
+    clock = FakeClock()
+    samples = []
+    with tempfile.TemporaryDirectory(prefix="kiosk-soak-") as state:
+        config = Config()
+        config.storage.state_dir = state
+        pipeline = FacePipeline()
+        gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=clock)
+        enroll_from_images("owner", [data / p for p in manifest["enrol"]["images"]], pipeline, gallery)
+        camera = ReconnectingCamera(lambda: PlaylistCamera(files * 1_000_000, on_frame=lambda: clock.advance(1 / manifest["fps"])), clock)
+        door = Door(config, camera, pipeline, gallery, DoorHardware(Pins(), make_pin_factory(simulate=True)), clock=clock)
+        decisions = 0
+        start = next_sample = time.monotonic()
+        try:
+            while True:
+                now = time.monotonic()
+                if now >= next_sample:
+                    sample = {"seconds": round(now - start, 1), "frames": door.frames, "decisions": decisions,
+                              "rss_mb": round(rss_mb(), 1), "open_fds": open_fds()}
+                    samples.append(sample)
+                    out(f"{sample['seconds']:7.1f} s  {sample['frames']:7d} frames  {sample['decisions']:5d} decisions  "
+                        f"RSS {sample['rss_mb']:6.1f} MB  {sample['open_fds']:3d} open fds")
+                    next_sample += every
+                    if now - start >= minutes * 60:
+                        break
+                report = door.process_frame()
+                decisions += report.event is not None
+        finally:
+            door.close()
+            gallery.close()
+    warm = samples[min(2, len(samples) - 1)]
+    last = samples[-1]
+    growth = {"rss_mb": last["rss_mb"] - warm["rss_mb"], "open_fds": last["open_fds"] - warm["open_fds"]}
+    ok = growth["rss_mb"] <= 10 and growth["open_fds"] <= 0
+    out(f"after warm-up: RSS {growth['rss_mb']:+.1f} MB, open fds {growth['open_fds']:+d} -> {'ok' if ok else 'GROWING'}")
+    return {"samples": samples, "growth": growth, "ok": ok}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=30.0)
+    parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument("--json", type=Path, help="also write the samples here")
+    args = parser.parse_args()
+    result = soak(args.minutes, args.every)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+    raise SystemExit(0 if result["ok"] else 1)
+
+
+if __name__ == "__main__":
+    main()
