@@ -1,0 +1,112 @@
+"""Faults: a killed enrolment, black/frozen/garbage frames, a GPIO error, a locked database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from kiosk import cli
+from kiosk.demo import demo_data
+from kiosk.encoder import ModelInfo
+from kiosk.gallery import Gallery, GalleryError
+from tests.conftest import FACES, MODELS
+
+ENROL = sorted((demo_data() / "enrol").glob("*.jpg"))
+
+
+def test_sigkill_in_the_middle_of_an_enrolment_leaves_the_gallery_intact(tmp_path):
+    state = tmp_path / "state"
+    assert cli.main(["enroll", "first", "--state-dir", str(state), "--images", *map(str, ENROL)]) == 0
+    many = tmp_path / "many"
+    many.mkdir()
+    photo = (FACES / "George_W_Bush" / "George_W_Bush_0001.jpg").read_bytes()
+    for i in range(400):
+        (many / f"{i:03d}.jpg").write_bytes(photo)
+    process = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "enroll", "second", "--state-dir", str(state),
+                                "--images", str(many)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)  # well inside the 400 embeddings
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    gallery = Gallery(state / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
+    assert gallery.integrity_ok()
+    people = {p.name: p.embeddings for p in gallery.people()}
+    assert people["first"] == 3
+    assert people.get("second") in (None, 400), "all or nothing"
+    gallery.close()
+
+
+def test_black_frozen_and_garbage_frames_never_open_the_door(tmp_path):
+    from kiosk.camera import ReconnectingCamera
+    from kiosk.clock import FakeClock
+    from kiosk.config import Config
+    from kiosk.door import Door
+    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+    from kiosk.pipeline import FacePipeline
+
+    rng = np.random.default_rng(0)
+    frames = [np.zeros((480, 640, 3), np.uint8)] * 10  # black
+    frames += [np.full((480, 640, 3), 255, np.uint8)] * 10  # blown out
+    frames += [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(10)]  # garbage
+
+    class Frames:
+        name = "synthetic"
+
+        def __init__(self):
+            self.index = 0
+
+        def read(self):
+            self.index += 1
+            clock.advance(1 / 15)
+            return frames[(self.index - 1) % len(frames)]
+
+        def close(self):
+            pass
+
+    clock = FakeClock()
+    config = Config()
+    config.storage.state_dir = str(tmp_path)
+    pipeline = FacePipeline()
+    gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=clock)
+    hardware = DoorHardware(Pins(), make_pin_factory(simulate=True))
+    door = Door(config, ReconnectingCamera(Frames, clock), pipeline, gallery, hardware, clock=clock)
+    try:
+        reports = [door.process_frame() for _ in range(len(frames) * 2)]
+    finally:
+        door.close()
+        gallery.close()
+    assert not any(r.relay_on for r in reports)
+
+
+def test_gpio_error_when_opening_leaves_the_relay_off(tmp_path):
+    from gpiozero.pins.mock import MockFactory
+
+    from kiosk.gpio import DoorHardware, HardwareError, Pins
+
+    factory = MockFactory()
+    with pytest.raises(HardwareError, match="cannot set up GPIO"):
+        DoorHardware(Pins(relay=17, led=17, button=22), factory)  # LED on the relay's pin: a wiring/config error
+    relay = factory.pin(17)
+    assert relay.state == 1 or relay.function == "input", "the relay was released in its off state"
+
+
+def test_locked_database_is_a_clear_error_and_changes_nothing(tmp_path):
+    path = tmp_path / "gallery.sqlite3"
+    gallery = Gallery(path, "model-a")
+    gallery.add_person("Ann", np.ones(8, np.float32) / np.sqrt(8))
+    blocker = sqlite3.connect(path, timeout=0)
+    blocker.execute("BEGIN EXCLUSIVE")
+    gallery._db.execute("PRAGMA busy_timeout = 100")
+    with pytest.raises(GalleryError, match="busy or read-only"):
+        gallery.add_person("Bob", np.ones(8, np.float32) / np.sqrt(8))
+    blocker.rollback()
+    blocker.close()
+    assert [p.name for p in gallery.people()] == ["Ann"]
+    gallery.close()
