@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"({'simulated GPIO' if args.simulate else 'GPIO'}); Ctrl-C to stop", flush=True)
         period = 1.0 / config.camera.max_fps
         reports, failures = [], 0
-        last_reload = last_status = time.monotonic()
+        last_reload = last_status = last_prune = time.monotonic()
         frames_at_status = 0
         while stop["signal"] is None:
             started = time.monotonic()
@@ -127,6 +127,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             if time.monotonic() - last_reload > 5:
                 door.reload_gallery()
                 last_reload = time.monotonic()
+            if time.monotonic() - last_prune > 86400:
+                gallery.prune_events(config.storage.event_retention_days)
+                last_prune = time.monotonic()
             time.sleep(max(0.0, period - (time.monotonic() - started)))
         if args.stats and reports:
             _print_stats(stage_summary(reports))
@@ -228,8 +231,12 @@ def cmd_people(args: argparse.Namespace) -> int:
             gallery.rename(args.name, args.new_name)
             print(f"renamed {args.name!r} to {args.new_name!r}")
         elif args.action == "remove":
+            person_id = gallery.person(args.name).id
             gallery.remove(args.name)
-            print(f"removed {args.name!r} and every embedding of them")
+            snapshots = list(config.snapshot_dir.glob(f"*_p{person_id}.jpg")) if config.snapshot_dir.is_dir() else []
+            for path in snapshots:
+                path.unlink()
+            print(f"removed {args.name!r}: every embedding, their name on past events, and {len(snapshots)} snapshots")
         elif args.action == "set-role":
             gallery.set_role(args.name, args.role)
             print(f"{args.name!r} is now {args.role}")

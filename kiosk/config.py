@@ -82,7 +82,7 @@ class LivenessConfig:
 class StorageConfig:
     state_dir: str = "/var/lib/kiosk"
     event_retention_days: float = 90.0
-    snapshots: bool = False  # store face crops of events (off: only embeddings are ever stored)
+    snapshots: bool = False  # keep the 112x112 face crop of each event in <state_dir>/snapshots (off: only embeddings)
 
 
 @dataclass
@@ -99,6 +99,10 @@ class Config:
     @property
     def database(self) -> Path:
         return Path(self.storage.state_dir) / "gallery.sqlite3"
+
+    @property
+    def snapshot_dir(self) -> Path:
+        return Path(self.storage.state_dir) / "snapshots"
 
 
 CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {

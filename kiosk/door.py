@@ -130,6 +130,8 @@ class Door:
         )
         self._apply(step)
         timings["decide"] = _ms(start)
+        if step.event is not None and embedded is not None and self.config.storage.snapshots:
+            self._snapshot(step.event, embedded.crop, now)
         return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None, step.event, timings)
 
     def _apply(self, step: Step) -> None:
@@ -141,6 +143,17 @@ class Door:
         if step.event is not None:
             self.last_event = step.event
             self.gallery.log_event(step.event.kind, step.event.person, step.event.score, step.event.detail)
+
+    def _snapshot(self, event: Event, crop: np.ndarray, now: float) -> None:
+        """Keep the face crop of an event (only when ``storage.snapshots`` is on)."""
+        import cv2
+
+        folder = self.config.snapshot_dir
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        person_id = self.gallery.person(event.person).id if event.person else 0
+        path = folder / f"{now:.3f}_{event.kind}_p{person_id}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        path.chmod(0o600)
 
     def _camera_down(self, now: float, timings: dict[str, float]) -> FrameReport:
         step = self.decision.tick(now)

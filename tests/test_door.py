@@ -252,3 +252,28 @@ def test_demo_passes(capsys):
     assert run_demo()
     out = capsys.readouterr().out
     assert out.count("GRANTED") == 2 and "demo passed" in out
+
+
+def test_snapshots_only_when_enabled_and_removed_with_the_person(rig_factory, tmp_path):
+    config = Config()
+    config.storage.snapshots = True
+    rig = rig_factory(OWNER, config=config)
+    rig.enrol_owner()
+    door = rig.start()
+    for _ in range(3):
+        door.process_frame()
+    shots = list(rig.config.snapshot_dir.glob("*_granted_p*.jpg"))
+    assert len(shots) == 1 and (shots[0].stat().st_mode & 0o777) == 0o600
+    rig.gallery.close()
+    assert cli.main(["people", "--state-dir", rig.config.storage.state_dir, "remove", "owner"]) == 0
+    assert not list(rig.config.snapshot_dir.glob("*.jpg"))
+    rig.gallery = Gallery(rig.config.database, rig.pipeline.encoder.info.sha256)
+
+
+def test_no_snapshots_by_default(rig_factory):
+    rig = rig_factory(OWNER)
+    rig.enrol_owner()
+    door = rig.start()
+    for _ in OWNER:
+        door.process_frame()
+    assert not rig.config.snapshot_dir.exists()
