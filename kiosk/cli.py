@@ -79,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         gallery = Gallery(config.database, pipeline.encoder.info.sha256)
         gallery.prune_events(config.storage.event_retention_days)
         camera = ReconnectingCamera(lambda: open_camera(config.camera.source, config.camera.width, config.camera.height))
-        door = Door(config, camera, pipeline, gallery, hardware)
+        from kiosk.liveness import make_liveness
+
+        door = Door(config, camera, pipeline, gallery, hardware, liveness=make_liveness(config.liveness.mode, _model_dir(config)))
         stale = gallery.stale_people()
         if stale:
             print(f"warning: {len(stale)} people were enrolled with another model and cannot be recognised until "
@@ -398,6 +400,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="folder with encoder.tflite and encoder.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_embed)
+
+    from kiosk.liveness_cli import add_parser as add_liveness_parser
+
+    add_liveness_parser(sub)
     return parser
 
 

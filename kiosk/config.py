@@ -75,7 +75,7 @@ class EnrollmentConfig:
 
 @dataclass
 class LivenessConfig:
-    mode: str = "off"  # "off" until the anti-spoofing models ship
+    mode: str = "both"  # "off", "texture" (photo-texture CNN) or "both" (CNN + motion, recommended)
 
 
 @dataclass
@@ -130,7 +130,7 @@ CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
     "enrollment.frames": lambda v: 1 <= v <= 50,
     "enrollment.min_face_pixels": lambda v: v >= 20,
     "enrollment.min_sharpness": lambda v: v >= 0,
-    "liveness.mode": lambda v: v in ("off",),
+    "liveness.mode": lambda v: v in ("off", "texture", "both"),
     "storage.event_retention_days": lambda v: v > 0,
 }
 

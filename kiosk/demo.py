@@ -66,6 +66,8 @@ def run_demo(model_dir: Path = DEFAULT_MODEL_DIR, data: Path | None = None, out=
             out(f"  {note}")
         out(f"enrolled {person.name!r} ({person.role}) from {person.embeddings} photos; "
             f"model {pipeline.encoder.runtime}, threshold {pipeline.encoder.threshold:.3f}")
+        out("(the demo's frames are photos composed onto a background, so it runs with the liveness check off: "
+            "'kiosk run' refuses photos by default)")
         hardware = DoorHardware(Pins(), make_pin_factory(simulate=True))
         segments = manifest["segments"]
         playlist = [(i, data / f) for i, segment in enumerate(segments) for f in segment["frames"]]

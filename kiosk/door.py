@@ -113,7 +113,8 @@ class Door:
             return self._enrolment_frame(now, len(faces), embedded, timings)
 
         start = time.perf_counter()
-        result = match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin) if embedded else None
+        usable = embedded is not None and embedded.usable
+        result = match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin) if usable else None
         timings["match"] = _ms(start)
         live = None
         if faces:

@@ -94,6 +94,7 @@ class ModelInfo:
     threshold: float
     target_far: float
     sha256: str
+    min_strength: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -113,6 +114,7 @@ class ModelInfo:
                 threshold=float(data["threshold"]["value"]),
                 target_far=float(data["threshold"]["target_far"]),
                 sha256=str(data["tflite_sha256"]),
+                min_strength=float(data.get("quality", {}).get("min_strength", 0.0)),
                 extra=data,
             )
         except (KeyError, TypeError, ValueError) as error:
@@ -160,7 +162,22 @@ class Encoder:
 
     def embed(self, crop: np.ndarray) -> np.ndarray:
         """L2-normalised float32 embedding of one uint8 RGB crop."""
+        return self.embed_with_strength(crop)[0]
+
+    def embed_with_strength(self, crop: np.ndarray) -> tuple[np.ndarray, float]:
+        """(L2-normalised embedding, length of the raw embedding) of one uint8 RGB crop.
+
+        The raw length is a face-quality signal: crops that are not a clear
+        face (false detections, heavy blur, extreme light) give short vectors,
+        and short vectors of different people resemble each other.
+        """
         if crop.shape != (self.input_size, self.input_size, 3):
             raise ValueError(f"face crop must be {self.input_size}x{self.input_size}x3, got {crop.shape}")
         vector = run_interpreter(self._interpreter, crop)
-        return (vector / max(float(np.linalg.norm(vector)), 1e-12)).astype(np.float32)
+        strength = float(np.linalg.norm(vector))
+        return (vector / max(strength, 1e-12)).astype(np.float32), strength
+
+    @property
+    def min_strength(self) -> float:
+        """Raw embedding length below which a face is not usable (0: no gate)."""
+        return self.info.min_strength

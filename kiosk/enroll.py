@@ -42,6 +42,8 @@ def frame_quality(faces: int, embedded: FaceEmbedding | None, settings: Enrollme
     """Why a frame is not good for enrolment, or None when it is."""
     if faces == 0 or embedded is None:
         return "no face"
+    if not embedded.usable:
+        return "face not clear enough"
     if faces > 1:
         return "more than one face"
     if embedded.face.w < settings.min_face_pixels:
@@ -67,7 +69,11 @@ def enroll_from_images(name: str, paths: Iterable[Path], pipeline: FacePipeline,
             continue
         if len(faces) > 1:
             notes.append(f"note: {len(faces)} faces in {path}; used the largest")
-        vectors.append(pipeline.embed_face(image, faces[0]).embedding)
+        embedded = pipeline.embed_face(image, faces[0])
+        if not embedded.usable:
+            notes.append(f"skipped: the face in {path} is not clear enough (blurred, dark or not a face)")
+            continue
+        vectors.append(embedded.embedding)
     if not vectors:
         raise EnrollmentError(f"no usable face in the given images; {name!r} was not enrolled")
     return gallery.add_person(name, np.stack(vectors), role), notes
@@ -139,7 +145,7 @@ class ButtonEnrollment:
             if now > self.deadline:
                 self._fail("no admin was recognised in time; enrolment refused")
                 return
-            if embedded is not None:
+            if embedded is not None and embedded.usable:
                 result = match(embedded.embedding, self.gallery.templates(), self.threshold, self.margin)
                 if result.person is not None and result.person in self.gallery.admins():
                     self.admin_votes[result.person] = self.admin_votes.get(result.person, 0) + 1

@@ -1,19 +1,54 @@
 """Liveness: is the face at the door a live person rather than a photo?
 
-The door asks a :class:`LivenessCheck` once per frame with a face; its
-answer goes into the decision (an unlock needs it to pass). The
-anti-spoofing models plug in here; until they ship, :class:`NoLivenessCheck`
-answers None ("not configured"), which lets the decision proceed and says so
-in the granted event's log line.
+The door asks a :class:`LivenessCheck` once per frame with a face and calls
+``reset()`` when the face leaves; the answer goes into the decision (an
+unlock needs it not to be False, and a False at the moment of a match is
+logged as a ``spoof`` event). :func:`make_liveness` builds the check the
+configuration names:
+
+- ``"off"``: :class:`NoLivenessCheck`, which answers None ("not configured");
+  the decision proceeds and says so in the granted event's log line.
+- ``"texture"``: :class:`LivenessChecker` with the texture cue only: a small
+  int8 CNN (``models/liveness.tflite``) scores each face crop, live vs
+  printed photo; the attempt's texture score is the mean of its frames' logits.
+- ``"both"``: the texture cue fused with the motion cue (:class:`MotionCue`):
+  a printed photo moved in front of the camera is a plane, so the motion of
+  points tracked on the face fits one homography almost exactly, while a
+  live face (3-D, with blinks and expressions) leaves a residual. The fused
+  score (:class:`Fusion`) is in texture-logit units; an attempt passes when
+  it is at least ``threshold.both`` of ``liveness.json``.
+
+**Verdict timing.** Every call returns the verdict of the attempt so far
+(since the last ``reset()``); it is never pending. The texture verdict is
+there from the first frame. The motion cue makes a measurement each time
+the face has moved by ``MotionSettings.min_shift`` of its width; until it
+has made ``Fusion.min_measurements`` of them (a face or photo held
+perfectly still gives no motion evidence either way), the ``"both"``
+verdict is exactly the ``"texture"`` verdict, and the motion evidence joins
+the score as soon as there is enough of it.
+
+The model file is checked against the SHA-256 in ``models/liveness.json``
+at load time, like the encoder; a missing, damaged or swapped file is
+refused with :class:`~kiosk.encoder.ModelError`.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
-from kiosk.face import Face
+from kiosk.encoder import DEFAULT_MODEL_DIR, ModelError, default_interpreter, run_interpreter, sha256_of
+from kiosk.face import Face, crop_face
+
+MODEL_FILE = "liveness.tflite"
+METADATA_FILE = "liveness.json"
+MODES = ("off", "texture", "both")
+"""The values of the ``liveness.mode`` setting."""
 
 
 class LivenessCheck(Protocol):
@@ -32,3 +67,299 @@ class NoLivenessCheck:
 
     def reset(self) -> None:
         pass
+
+
+# The motion cue -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """Tuning of :class:`MotionCue`.
+
+    ``work_width``: frames are downscaled to this width (as for detection);
+    ``max_points``/``min_points``: corners tracked on the face, and the
+    fewest that make a measurement; ``min_shift``: median point movement,
+    in face widths, since the reference frame before a measurement is made
+    (smaller movements say nothing about depth); ``max_error``: largest
+    forward-backward tracking error in pixels for a point to count.
+    """
+
+    work_width: int = 320
+    max_points: int = 50
+    min_points: int = 10
+    min_shift: float = 0.01
+    max_error: float = 1.0
+
+    def as_dict(self) -> dict[str, float]:
+        """The settings as stored in ``liveness.json``."""
+        return {"work_width": self.work_width, "max_points": self.max_points, "min_points": self.min_points,
+                "min_shift": self.min_shift, "max_error": self.max_error}
+
+
+_LK = dict(winSize=(11, 11), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03))
+
+
+@dataclass
+class _Reference:
+    gray: np.ndarray
+    points: np.ndarray  # [N, 1, 2] float32, in working-image pixels
+    width: float  # face width in working-image pixels
+
+
+class MotionCue:
+    """Non-planarity of the face's motion between a reference frame and the current one.
+
+    Corners are picked inside the face box of a reference frame and tracked
+    (pyramidal Lucas-Kanade, forward-backward checked) into each new frame.
+    Once they have moved by ``min_shift`` face widths, one homography is
+    fitted to all tracks by least squares, and the measurement is
+
+        log(90th percentile of the fit residual / median movement)
+
+    (both in face widths): typically below -2 for a printed photo, which
+    moves as a plane even when tilted, and about -1 for a live face (NUAA).
+    The current frame then becomes the reference. Comparing with a reference
+    rather than the previous frame makes the measurement wait for enough
+    movement, so it means the same at 15 frames per second as on data
+    sampled more sparsely.
+    """
+
+    def __init__(self, settings: MotionSettings | None = None) -> None:
+        self.settings = settings or MotionSettings()
+        self._reference: _Reference | None = None
+
+    def reset(self) -> None:
+        """Forget the reference frame (a new attempt begins)."""
+        self._reference = None
+
+    def update(self, frame: np.ndarray, face: Face) -> float | None:
+        """Feed one frame; returns a measurement when the face moved enough, else None."""
+        gray, factor = self._gray(frame)
+        reference = self._reference
+        if reference is None:
+            self._reference = self._new_reference(gray, face, factor)
+            return None
+        tracked = self._track(reference, gray)
+        if tracked is None:
+            self._reference = self._new_reference(gray, face, factor)
+            return None
+        before, after = tracked
+        shift = float(np.median(np.linalg.norm(after - before, axis=1))) / reference.width
+        if shift < self.settings.min_shift:
+            return None
+        self._reference = self._new_reference(gray, face, factor)
+        return planar_residual(before, after, reference.width, shift)
+
+    def _gray(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
+        gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        factor = min(1.0, self.settings.work_width / gray.shape[1])
+        if factor < 1.0:
+            gray = cv2.resize(gray, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        return gray, factor
+
+    def _new_reference(self, gray: np.ndarray, face: Face, factor: float) -> _Reference | None:
+        width = face.w * factor
+        cx, cy = face.center[0] * factor, face.center[1] * factor
+        half = 0.4 * width  # the inner 80% of the box: face, not background
+        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+        window = gray[y0:max(y0, int(cy + half)), x0:max(x0, int(cx + half))]
+        if min(window.shape) < 8:
+            return None
+        points = cv2.goodFeaturesToTrack(window, self.settings.max_points, 0.01, 3)
+        if points is None or len(points) < self.settings.min_points:
+            return None
+        return _Reference(gray, (points + np.array([x0, y0], np.float32)).astype(np.float32), width)
+
+    def _track(self, reference: _Reference, gray: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        forward, status, _ = cv2.calcOpticalFlowPyrLK(reference.gray, gray, reference.points, None, **_LK)
+        back, status_back, _ = cv2.calcOpticalFlowPyrLK(gray, reference.gray, forward, None, **_LK)
+        error = np.linalg.norm(back - reference.points, axis=2)[:, 0]
+        ok = (status[:, 0] == 1) & (status_back[:, 0] == 1) & (error < self.settings.max_error)
+        if ok.sum() < self.settings.min_points:
+            return None
+        return reference.points[ok, 0], forward[ok, 0]
+
+
+def planar_residual(before: np.ndarray, after: np.ndarray, width: float, shift: float) -> float | None:
+    """log(90th-percentile residual of a least-squares homography / median shift), both in face widths."""
+    homography, _ = cv2.findHomography(before, after, 0)
+    if homography is None:
+        return None
+    residual = np.linalg.norm(cv2.perspectiveTransform(before[None], homography)[0] - after, axis=1)
+    return float(np.log(max(float(np.percentile(residual, 90)) / width, 1e-6) / shift))
+
+
+# The texture cue and the fusion ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """How an attempt's two scores become one, in the texture logit's units (threshold 0).
+
+    ``fused = texture - texture_threshold``, plus, once the motion cue has
+    made at least ``min_measurements`` measurements, ``motion_weight *
+    clip(mean motion, *motion_range) + motion_offset``. Without enough motion
+    evidence the fused verdict is therefore exactly the texture verdict (one
+    measurement, one pair of frames, is too noisy to overrule it). The
+    range's upper end caps how much motion can add: it can rescue a face the
+    texture CNN finds borderline, never one it finds clearly printed, while
+    planar motion can pull the score down all the way. The weight and offset
+    come from a logistic model fitted on held-out validation attempts (see
+    :mod:`kiosk.training.liveness`).
+    """
+
+    texture_threshold: float
+    motion_weight: float
+    motion_offset: float
+    motion_range: tuple[float, float]
+    min_measurements: int
+
+    def __call__(self, texture: float, motion: float | None, measurements: int) -> float:
+        score = texture - self.texture_threshold
+        if motion is not None and measurements >= self.min_measurements:
+            low, high = self.motion_range
+            score += self.motion_weight * min(max(motion, low), high) + self.motion_offset
+        return float(score)
+
+
+@dataclass
+class LivenessInfo:
+    """The metadata stored next to the model in ``liveness.json``."""
+
+    input_size: int
+    sha256: str
+    texture_threshold: float
+    fused_threshold: float
+    fusion: Fusion
+    motion: MotionSettings
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> LivenessInfo:
+        """Read and validate ``liveness.json``."""
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError as error:
+            raise ModelError(f"liveness metadata {path} is missing; reinstall face-kiosk or retrain "
+                             "(python -m kiosk.training.liveness)") from error
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelError(f"liveness metadata {path} is not valid JSON: {error}") from error
+        try:
+            return cls(
+                input_size=int(data["input"]["size"]),
+                sha256=str(data["tflite_sha256"]),
+                texture_threshold=float(data["threshold"]["texture"]),
+                fused_threshold=float(data["threshold"]["both"]),
+                fusion=Fusion(
+                    texture_threshold=float(data["threshold"]["texture"]),
+                    motion_weight=float(data["fusion"]["motion_weight"]),
+                    motion_offset=float(data["fusion"]["motion_offset"]),
+                    motion_range=(float(data["fusion"]["motion_range"][0]), float(data["fusion"]["motion_range"][1])),
+                    min_measurements=int(data["fusion"]["min_measurements"]),
+                ),
+                motion=MotionSettings(**data["motion"]),
+                extra=data,
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"liveness metadata {path} lacks or mangles the field {error}") from error
+
+
+class TextureClassifier:
+    """The int8 CNN that tells a live face crop from a printed one; returns a logit (> 0: live)."""
+
+    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 1) -> None:
+        model_dir = Path(model_dir)
+        self.model_path = model_dir / MODEL_FILE
+        self.info = LivenessInfo.load(model_dir / METADATA_FILE)
+        if not self.model_path.is_file():
+            raise ModelError(f"liveness model {self.model_path} is missing; reinstall face-kiosk or retrain")
+        actual = sha256_of(self.model_path)
+        if actual != self.info.sha256:
+            raise ModelError(
+                f"liveness model {self.model_path} does not match its metadata (sha256 {actual[:12]}... "
+                f"expected {self.info.sha256[:12]}...): it is damaged or was swapped; reinstall it"
+            )
+        self.runtime, interpreter_class = default_interpreter()
+        try:
+            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{self.runtime} cannot load {self.model_path}: {error}") from error
+        shape = tuple(self._interpreter.get_input_details()[0]["shape"])
+        expected = (1, self.info.input_size, self.info.input_size, 3)
+        if shape != expected:
+            raise ModelError(f"liveness model {self.model_path} takes input {shape}, its metadata says {expected}")
+
+    def score_crop(self, crop: np.ndarray) -> float:
+        """Live-vs-photo logit of one uint8 RGB crop of ``input_size``."""
+        return float(run_interpreter(self._interpreter, crop).reshape(-1)[0])
+
+    def score(self, frame: np.ndarray, face: Face) -> float:
+        """Live-vs-photo logit of ``face`` in a BGR frame (the shared crop, at the model's size)."""
+        return self.score_crop(crop_face(frame, face, size=self.info.input_size))
+
+
+@dataclass(frozen=True)
+class AttemptScores:
+    """The scores of one attempt so far (None where a cue has measured nothing yet)."""
+
+    texture: float | None
+    motion: float | None
+    fused: float | None
+    frames: int
+    motion_measurements: int
+
+
+class LivenessChecker:
+    """The liveness check of modes ``"texture"`` and ``"both"`` (see the module docstring).
+
+    One instance follows one attempt at a time: :meth:`check` adds a frame
+    and returns the verdict so far, :meth:`reset` starts a new attempt.
+    """
+
+    def __init__(self, mode: str, model_dir: Path = DEFAULT_MODEL_DIR) -> None:
+        if mode not in ("texture", "both"):
+            raise ValueError(f"LivenessChecker mode must be 'texture' or 'both', got {mode!r}")
+        self.mode = mode
+        self.texture = TextureClassifier(model_dir)
+        self.info = self.texture.info
+        self.motion = MotionCue(self.info.motion) if mode == "both" else None
+        self.threshold = self.info.fused_threshold if mode == "both" else self.info.texture_threshold
+        self._logits: list[float] = []
+        self._motions: list[float] = []
+
+    def reset(self) -> None:
+        self._logits.clear()
+        self._motions.clear()
+        if self.motion is not None:
+            self.motion.reset()
+
+    def check(self, frame: np.ndarray, face: Face) -> bool:
+        """Add one frame of the attempt; True when the attempt so far looks live."""
+        self._logits.append(self.texture.score(frame, face))
+        if self.motion is not None:
+            measured = self.motion.update(frame, face)
+            if measured is not None:
+                self._motions.append(measured)
+        return self.scores().fused >= self.threshold
+
+    def scores(self) -> AttemptScores:
+        """The attempt's texture, motion and fused scores (fused is what the threshold applies to)."""
+        texture = float(np.mean(self._logits)) if self._logits else None
+        motion = float(np.mean(self._motions)) if self._motions else None
+        if texture is None:
+            fused = None
+        elif self.mode == "both":
+            fused = self.info.fusion(texture, motion, len(self._motions))
+        else:
+            fused = texture
+        return AttemptScores(texture, motion, fused, len(self._logits), len(self._motions))
+
+
+def make_liveness(mode: str, model_dir: Path = DEFAULT_MODEL_DIR) -> LivenessCheck:
+    """The liveness check for a ``liveness.mode`` setting: ``"off"``, ``"texture"`` or ``"both"``."""
+    if mode == "off":
+        return NoLivenessCheck()
+    if mode in ("texture", "both"):
+        return LivenessChecker(mode, model_dir)
+    raise ValueError(f"unknown liveness mode {mode!r}; choose one of {', '.join(MODES)}")

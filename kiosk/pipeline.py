@@ -13,11 +13,18 @@ from kiosk.face import DetectorSettings, Face, FaceFinder, crop_face
 
 @dataclass(frozen=True)
 class FaceEmbedding:
-    """A detected face, its encoder crop and its L2-normalised embedding."""
+    """A detected face, its encoder crop, its L2-normalised embedding and its strength.
+
+    ``usable`` is False when the raw embedding is too short to trust (see
+    :meth:`kiosk.encoder.Encoder.embed_with_strength`): such a face counts as
+    not acquired, it is never matched or enrolled.
+    """
 
     face: Face
     crop: np.ndarray
     embedding: np.ndarray
+    strength: float = 0.0
+    usable: bool = True
 
 
 class FacePipeline:
@@ -30,9 +37,13 @@ class FacePipeline:
     def embed_face(self, image: np.ndarray, face: Face) -> FaceEmbedding:
         """Embed one already-detected face of ``image``."""
         crop = crop_face(image, face, size=self.encoder.input_size)
-        return FaceEmbedding(face, crop, self.encoder.embed(crop))
+        embedding, strength = self.encoder.embed_with_strength(crop)
+        return FaceEmbedding(face, crop, embedding, strength, strength >= self.encoder.min_strength)
 
     def embed_largest(self, image: np.ndarray) -> FaceEmbedding | None:
-        """Embed the largest face in a BGR image, or None when no face is found."""
+        """Embed the largest face in a BGR image; None when no usable face is found."""
         face = self.finder.largest(image)
-        return None if face is None else self.embed_face(image, face)
+        if face is None:
+            return None
+        result = self.embed_face(image, face)
+        return result if result.usable else None

@@ -43,6 +43,14 @@ def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button:
         encoder = state["pipeline"].encoder
         return "PASS", f"{encoder.model_path.name} sha256 matches, {encoder.runtime}, threshold {encoder.threshold:.3f}"
 
+    def liveness() -> tuple[str, str]:
+        if config.liveness.mode == "off":
+            return "SKIP", "liveness.mode = off: photos held up to the camera are not refused"
+        from kiosk.liveness import make_liveness
+
+        make_liveness(config.liveness.mode, model_dir)
+        return "PASS", f"mode {config.liveness.mode}: liveness model sha256 matches"
+
     def database() -> tuple[str, str]:
         from kiosk.encoder import ModelInfo
         from kiosk.gallery import Gallery
@@ -78,6 +86,7 @@ def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button:
         return "PASS", f"{len(faces)} face(s), largest {faces[0].w:.0f} px"
 
     check("model", model)
+    check("liveness", liveness)
     check("database", database)
     check("camera", camera)
     check("face detection", face)

@@ -81,8 +81,6 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     from kiosk.encoder import METADATA_FILE, MODEL_FILE, sha256_of
     from kiosk.face import CROP_GEOMETRY, ENCODER_SIZE
-    from kiosk.training.calibrate import calibrate_threshold
-    from kiosk.training.evaluate import embed_images
     from kiosk.training.export import check_export, export_int8
     from kiosk.training.prepare import Cache, center_crops
     from kiosk.training.model import fold_head
@@ -135,25 +133,50 @@ def cmd_export(args: argparse.Namespace) -> None:
         "run": json.loads(history.read_text()) if history.exists() else None,
     }
     (args.out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    print(f"wrote {tflite} ({tflite.stat().st_size / 1e6:.1f} MB) and {args.out / METADATA_FILE}")
+    cmd_calibrate(argparse.Namespace(models=args.out, cache=args.cache, target_far=args.target_far))
 
-    # Calibrate on held-aside identities through the door's own pipeline and the int8 file.
+
+STRENGTH_FRACTION = 0.45
+"""A face whose raw embedding is shorter than this fraction of the median calibration face is not usable."""
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Quality gate and threshold, on held-aside identities, through the door's pipeline and the int8 file."""
+    from kiosk.encoder import METADATA_FILE
+    from kiosk.face import read_image
     from kiosk.pipeline import FacePipeline
+    from kiosk.training.calibrate import calibrate_threshold
+    from kiosk.training.prepare import Cache
+    from tqdm import tqdm
 
-    pipeline = FacePipeline(args.out)
-    paths = [Path(p) for p in held.paths]
-    embeddings = embed_images(lambda image: _embedding(pipeline, image), paths, "calibrating")
+    held = Cache.load(args.cache / "calibrate.npz")
+    pipeline = FacePipeline(args.models)
+    vectors, strengths = [], []
+    for path in tqdm(held.paths, desc="calibrating", unit="img"):
+        image = read_image(path)
+        face = pipeline.finder.largest(image)
+        result = pipeline.embed_face(image, face) if face is not None else None
+        vectors.append(result.embedding if result else np.zeros(pipeline.encoder.info.embedding_size, np.float32))
+        strengths.append(result.strength if result else 0.0)
+    embeddings, strengths = np.stack(vectors), np.array(strengths)
+    min_strength = round(STRENGTH_FRACTION * float(np.median(strengths[strengths > 0])), 3)
+    embeddings[strengths < min_strength] = 0  # not usable: a failed comparison
     calibration = calibrate_threshold(embeddings, held.labels, args.target_far)
+    metadata = json.loads((args.models / METADATA_FILE).read_text())
+    metadata["quality"] = {
+        "min_strength": min_strength,
+        "rule": f"{STRENGTH_FRACTION} x the median raw embedding length of the calibration faces; shorter embeddings "
+                "(false detections, blur, extreme light) are treated as no face found",
+        "calibration_faces_below": float(np.mean((strengths > 0) & (strengths < min_strength))),
+    }
     metadata["threshold"] = calibration.as_dict() | {"calibrated_on": "held-aside LFW (non-test) and CelebA-aligned identities"}
-    (args.out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    (args.models / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    print(f"quality gate: raw embedding length >= {min_strength:.2f} "
+          f"({100 * metadata['quality']['calibration_faces_below']:.2f}% of calibration faces below)")
     print(f"threshold {calibration.value:.4f} for FAR {args.target_far:g} "
           f"(measured FAR {calibration.measured_far:.2e}, TAR {calibration.tar:.3f}, "
           f"{calibration.impostor_pairs} impostor pairs, {calibration.identities} identities)")
-    print(f"wrote {tflite} ({tflite.stat().st_size / 1e6:.1f} MB) and {args.out / METADATA_FILE}")
-
-
-def _embedding(pipeline, image):
-    result = pipeline.embed_largest(image)
-    return None if result is None else result.embedding
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -180,7 +203,8 @@ def cmd_all(args: argparse.Namespace) -> None:
     print(f"done in {(time.time() - started) / 60:.1f} min")
 
 
-COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "export": cmd_export, "evaluate": cmd_evaluate, "all": cmd_all}
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "export": cmd_export, "calibrate": cmd_calibrate,
+            "evaluate": cmd_evaluate, "all": cmd_all}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-far", type=float, default=1e-3, help="false-accept rate per comparison (default %(default)g)")
     p.add_argument("--representative", type=int, default=32, help="plain training faces for int8 calibration")
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("calibrate", help="(re)calibrate the quality gate and threshold of an exported model")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--target-far", type=float, default=1e-3, help="false-accept rate per comparison (default %(default)g)")
 
     p = sub.add_parser("evaluate", help="LFW / CelebA / hard-light report with ROC plot, peers side by side")
     p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
