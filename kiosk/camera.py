@@ -206,16 +206,19 @@ class ReconnectingCamera:
 class PlaylistCamera:
     """Frames from a list of image files (repeats allowed), each decoded once: recorded scenes."""
 
-    def __init__(self, files: list[Path], on_frame: Callable[[], None] | None = None) -> None:
+    def __init__(self, files: list[Path], on_frame: Callable[[], None] | None = None, loop: bool = False) -> None:
         self.files = [Path(f) for f in files]
         self.on_frame = on_frame
+        self.loop = loop
         self.index = 0
         self.name = f"playlist of {len(self.files)} frames"
         self._decoded: dict[Path, np.ndarray] = {}
 
     def read(self) -> np.ndarray:
         if self.index >= len(self.files):
-            raise EndOfStream(f"{self.name}: all frames played")
+            if not self.loop:
+                raise EndOfStream(f"{self.name}: all frames played")
+            self.index = 0
         path = self.files[self.index]
         self.index += 1
         if self.on_frame is not None:

@@ -70,6 +70,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         from_scratch=args.from_scratch,
         steps_per_epoch=args.steps_per_epoch,
+        activation=args.activation,
     )
     path = train(cache, args.out, settings, validation)
     print(f"saved {path}")
@@ -191,7 +192,8 @@ def cmd_all(args: argparse.Namespace) -> None:
     steps = [
         ("prepare", argparse.Namespace(data=args.data, cache=args.cache, holdout=0.1, seed=args.seed, limit_people=None, workers=args.workers)),
         ("train", argparse.Namespace(cache=args.cache, out=run, epochs=args.epochs, batch_size=32, learning_rate=2e-4,
-                                     freeze_blocks=6, seed=args.seed, from_scratch=False, steps_per_epoch=None)),
+                                     freeze_blocks=6, seed=args.seed, from_scratch=False, steps_per_epoch=None,
+                                     activation="prelu")),
         ("export", argparse.Namespace(model=run / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
         ("evaluate", argparse.Namespace(models=args.out, data=args.data, report=args.out / "encoder-report.md",
@@ -228,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-blocks", type=int, default=6, help="keep SFace's weights in the first N blocks")
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of SFace's")
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick trials)")
+    p.add_argument("--activation", choices=["prelu", "relu"], default="prelu",
+                   help="relu: about 8x faster int8 inference in LiteRT (PReLU is not accelerated there)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")

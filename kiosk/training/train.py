@@ -35,6 +35,7 @@ class TrainSettings:
     seed: int = 0
     from_scratch: bool = False
     steps_per_epoch: int | None = None
+    activation: str = "prelu"
 
 
 def distillation_loss(teacher, student):
@@ -79,7 +80,7 @@ def build_student(settings: TrainSettings):
     from kiosk.training.model import build_encoder, load_sface_weights
 
     keras.utils.set_random_seed(settings.seed)
-    model = build_encoder()
+    model = build_encoder(activation=settings.activation)
     if not settings.from_scratch:
         from kiosk.training.teacher import SFACE_FILE, model_path
 
