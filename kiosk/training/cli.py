@@ -231,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of SFace's")
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick trials)")
     p.add_argument("--activation", choices=["prelu", "relu"], default="prelu",
-                   help="relu: about 8x faster int8 inference in LiteRT (PReLU is not accelerated there)")
+                   help="relu: the network runs about 8x faster in int8 LiteRT (PReLU is not accelerated there), but "
+                        "SFace's weights need a longer retraining with it; one epoch with frozen batch norm did not recover")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")
