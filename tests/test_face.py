@@ -121,3 +121,13 @@ def test_a_box_enclosing_a_smaller_face_is_dropped():
     around = Face(220, 16, 276, 276, 0.0, (358.0, 154.0), "haar")
     other_person = Face(20, 20, 100, 100, 0.0, (70.0, 70.0), "haar")
     assert drop_enclosing([around, real, other_person]) == [real, other_person]
+
+
+def test_cmyk_jpeg_is_read_as_bgr(tmp_path):
+    from PIL import Image
+
+    rgb = cv2.cvtColor(read_image(PHOTO), cv2.COLOR_BGR2RGB)
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=95)
+    image = read_image(tmp_path / "cmyk.jpg")
+    assert image.shape == (250, 250, 3) and image.dtype == np.uint8
+    assert FaceFinder().largest(image) is not None
