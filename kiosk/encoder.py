@@ -121,6 +121,34 @@ class ModelInfo:
             raise ModelError(f"model metadata {path} lacks or mangles the field {error}") from error
 
 
+def load_verified_model(path: Path, sha256: str, input_size: int, num_threads: int, what: str = "model") -> tuple[str, Any]:
+    """(runtime name, allocated interpreter) for a ``.tflite`` checked against its metadata.
+
+    Refuses, with a message naming the file, a missing file, a hash that
+    differs from the metadata's (damaged or swapped), a file the runtime
+    cannot load, and an input shape other than 1 x size x size x 3.
+    """
+    if not path.is_file():
+        raise ModelError(f"{what} file {path} is missing; reinstall face-kiosk or retrain (kiosk-train)")
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise ModelError(
+            f"{what} file {path} does not match its metadata (sha256 {actual[:12]}... "
+            f"expected {sha256[:12]}...): it is damaged or was swapped; reinstall it"
+        )
+    runtime, interpreter_class = default_interpreter()
+    try:
+        interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as error:
+        raise ModelError(f"{runtime} cannot load {path}: {error}") from error
+    shape = tuple(interpreter.get_input_details()[0]["shape"])
+    expected = (1, input_size, input_size, 3)
+    if shape != expected:
+        raise ModelError(f"{what} {path} takes input {shape}, its metadata says {expected}")
+    return runtime, interpreter
+
+
 class Encoder:
     """Turns a face crop into an L2-normalised embedding with the shipped int8 model."""
 
@@ -128,24 +156,7 @@ class Encoder:
         model_dir = Path(model_dir)
         self.model_path = model_dir / MODEL_FILE
         self.info = ModelInfo.load(model_dir / METADATA_FILE)
-        if not self.model_path.is_file():
-            raise ModelError(f"model file {self.model_path} is missing; reinstall face-kiosk or retrain (kiosk-train)")
-        actual = sha256_of(self.model_path)
-        if actual != self.info.sha256:
-            raise ModelError(
-                f"model file {self.model_path} does not match its metadata (sha256 {actual[:12]}... "
-                f"expected {self.info.sha256[:12]}...): it is damaged or was swapped; reinstall it"
-            )
-        self.runtime, interpreter_class = default_interpreter()
-        try:
-            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as error:
-            raise ModelError(f"{self.runtime} cannot load {self.model_path}: {error}") from error
-        shape = tuple(self._interpreter.get_input_details()[0]["shape"])
-        expected = (1, self.info.input_size, self.info.input_size, 3)
-        if shape != expected:
-            raise ModelError(f"model {self.model_path} takes input {shape}, its metadata says {expected}")
+        self.runtime, self._interpreter = load_verified_model(self.model_path, self.info.sha256, self.info.input_size, num_threads)
         out_shape = tuple(self._interpreter.get_output_details()[0]["shape"])
         if out_shape != (1, self.info.embedding_size):
             raise ModelError(f"model {self.model_path} outputs {out_shape}, its metadata says (1, {self.info.embedding_size})")

@@ -42,7 +42,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
-from kiosk.encoder import DEFAULT_MODEL_DIR, ModelError, default_interpreter, run_interpreter, sha256_of
+from kiosk.encoder import DEFAULT_MODEL_DIR, ModelError, load_verified_model, run_interpreter
 from kiosk.face import Face, crop_face
 
 MODEL_FILE = "liveness.tflite"
@@ -271,24 +271,9 @@ class TextureClassifier:
         model_dir = Path(model_dir)
         self.model_path = model_dir / MODEL_FILE
         self.info = LivenessInfo.load(model_dir / METADATA_FILE)
-        if not self.model_path.is_file():
-            raise ModelError(f"liveness model {self.model_path} is missing; reinstall face-kiosk or retrain")
-        actual = sha256_of(self.model_path)
-        if actual != self.info.sha256:
-            raise ModelError(
-                f"liveness model {self.model_path} does not match its metadata (sha256 {actual[:12]}... "
-                f"expected {self.info.sha256[:12]}...): it is damaged or was swapped; reinstall it"
-            )
-        self.runtime, interpreter_class = default_interpreter()
-        try:
-            self._interpreter = interpreter_class(model_path=str(self.model_path), num_threads=num_threads)
-            self._interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as error:
-            raise ModelError(f"{self.runtime} cannot load {self.model_path}: {error}") from error
-        shape = tuple(self._interpreter.get_input_details()[0]["shape"])
-        expected = (1, self.info.input_size, self.info.input_size, 3)
-        if shape != expected:
-            raise ModelError(f"liveness model {self.model_path} takes input {shape}, its metadata says {expected}")
+        self.runtime, self._interpreter = load_verified_model(
+            self.model_path, self.info.sha256, self.info.input_size, num_threads, what="liveness model"
+        )
 
     def score_crop(self, crop: np.ndarray) -> float:
         """Live-vs-photo logit of one uint8 RGB crop of ``input_size``."""
