@@ -33,7 +33,7 @@ PIPELINES = ("face-kiosk", "yunet-sface", "dlib")
 
 
 def load_frames(root: Path, count: int) -> list[np.ndarray]:
-    from kiosk.embed import image_files
+    from kiosk.face import image_files
     from kiosk.face import read_image
 
     files = image_files(root)[:count]  # consecutive frames, as a camera delivers them

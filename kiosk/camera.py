@@ -20,9 +20,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from kiosk.face import FaceKioskError, ImageError, read_image
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from kiosk.face import IMAGE_SUFFIXES, FaceKioskError, ImageError, read_image
 
 
 class CameraError(FaceKioskError):

@@ -15,10 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.face import ImageError, read_image
+from kiosk.face import ImageError, image_files, read_image
 from kiosk.pipeline import FacePipeline
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".jp2"}
 
 
 @dataclass
@@ -37,11 +35,6 @@ class EmbedResult:
         with open(tmp, "wb") as stream:
             np.savez(stream, paths=np.array(self.paths, dtype=str), embeddings=self.embeddings, found=self.found)
         tmp.replace(out)
-
-
-def image_files(root: Path) -> list[Path]:
-    """Files under ``root`` that look like images, recursively, sorted."""
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def embed_tree(root: Path, pipeline: FacePipeline, progress: bool = True) -> EmbedResult:

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from kiosk.config import EnrollmentConfig
-from kiosk.face import FaceKioskError, ImageError, read_image
+from kiosk.face import FaceKioskError, ImageError, image_files, read_image
 from kiosk.gallery import Gallery, Person
 from kiosk.match import match
 from kiosk.pipeline import FaceEmbedding, FacePipeline
@@ -81,8 +81,6 @@ def enroll_from_images(name: str, paths: Iterable[Path], pipeline: FacePipeline,
 
 def image_paths(items: Iterable[Path]) -> list[Path]:
     """Expand folders into their image files (sorted); keep files as given."""
-    from kiosk.embed import image_files
-
     out: list[Path] = []
     for item in items:
         item = Path(item)
@@ -121,6 +119,8 @@ class ButtonEnrollment:
     person: Person | None = None
 
     def __post_init__(self) -> None:
+        self._templates = self.gallery.templates()
+        self._admins = self.gallery.admins()
         if self.gallery.people() and self.settings.require_admin:
             self.phase = Phase.AWAIT_ADMIN
             self.deadline = self.started + self.settings.admin_timeout_seconds
@@ -146,8 +146,8 @@ class ButtonEnrollment:
                 self._fail("no admin was recognised in time; enrolment refused")
                 return
             if embedded is not None and embedded.usable:
-                result = match(embedded.embedding, self.gallery.templates(), self.threshold, self.margin)
-                if result.person is not None and result.person in self.gallery.admins():
+                result = match(embedded.embedding, self._templates, self.threshold, self.margin)
+                if result.person is not None and result.person in self._admins:
                     self.admin_votes[result.person] = self.admin_votes.get(result.person, 0) + 1
                     if self.admin_votes[result.person] >= self.k:
                         self.message = f"admin {result.person} recognised"
@@ -164,8 +164,8 @@ class ButtonEnrollment:
         vector = embedded.embedding
         if self.kept and max(float(v @ vector) for v in self.kept) > VARIETY_MAX_COSINE:
             return
-        if self.gallery.templates().names:
-            known = match(vector, self.gallery.templates(), self.threshold, self.margin)
+        if self._templates.names:
+            known = match(vector, self._templates, self.threshold, self.margin)
             if known.person is not None and self.phase is Phase.CAPTURE and self.admin_votes.get(known.person):
                 return  # still the admin in front of the camera, not the new person
         self.kept.append(vector)

@@ -199,9 +199,6 @@ class FaceTracker:
         self._last = faces[0] if faces else None
         return faces
 
-    def reset(self) -> None:
-        self._last = None
-
     def _near(self, image: np.ndarray, last: Face) -> list[Face]:
         if last.angle:
             return []  # tilted faces are re-found by the full scan
@@ -267,6 +264,15 @@ def crop_face(image: np.ndarray, face: Face, geometry: CropGeometry = CROP_GEOME
     matrix = crop_transform(face, geometry, size)
     crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm", ".jp2"}
+"""File name endings treated as images everywhere (embedding, enrolment, datasets, folder cameras)."""
+
+
+def image_files(root: str | Path) -> list[Path]:
+    """Files under ``root`` that look like images, recursively, in sorted order."""
+    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def read_image(path: str | Path) -> np.ndarray:

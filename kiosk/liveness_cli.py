@@ -27,7 +27,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kiosk.embed import IMAGE_SUFFIXES
+from kiosk.face import IMAGE_SUFFIXES
 from kiosk.encoder import DEFAULT_MODEL_DIR
 from kiosk.face import FaceFinder, ImageError, read_image
 from kiosk.liveness import LivenessChecker

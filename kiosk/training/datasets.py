@@ -10,18 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"}
-
-
-def list_images(root: Path) -> list[Path]:
-    """Every image file under ``root``, recursively, in sorted order."""
-    return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
+from kiosk.face import image_files
 
 def identity_folders(root: Path) -> dict[str, list[Path]]:
     """Map each identity folder under ``root`` to its sorted images."""
     people: dict[str, list[Path]] = {}
-    for path in list_images(root):
+    for path in image_files(root):
         people.setdefault(path.relative_to(root).parts[0], []).append(path)
     return people
 

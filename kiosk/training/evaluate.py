@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -155,8 +154,3 @@ def plot_roc(results: dict[str, Scores], title: str, out: Path) -> None:
     figure.tight_layout()
     figure.savefig(out)
     plt.close(figure)
-
-
-def cv2_threads(count: int) -> None:
-    """Pin OpenCV's thread pool (timing runs)."""
-    cv2.setNumThreads(count)

@@ -18,7 +18,7 @@ import numpy as np
 
 from kiosk.encoder import METADATA_FILE, MODEL_FILE
 from kiosk.face import crop_face
-from kiosk.training.evaluate import FARS, HARD_LIGHT, Scores, all_pairs, lfw_view1, plot_roc, time_encoder
+from kiosk.training.evaluate import HARD_LIGHT, Scores, all_pairs, lfw_view1, plot_roc, time_encoder
 
 PI4_BASIS = (
     "Estimate for a Raspberry Pi 4 (4x Cortex-A72 at 1.5-1.8 GHz, XNNPACK int8, 4 threads): the encoder's "
@@ -146,7 +146,6 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
         "measured": datetime.date.today().isoformat(),
     }
     metadata["metrics"] = metrics
-    (models / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
 
     lines = [
         "# face-kiosk encoder: evaluation report",
