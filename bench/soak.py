@@ -1,7 +1,7 @@
 """Soak: run the real door loop on replayed frames at full speed and watch for leaks.
 
 Plays the demo scene (owner, stranger, empty porch) over and over through
-``Door.process_frame`` with simulated pins and a clock that advances one
+``Door.step`` (as ``kiosk run`` does, liveness on) with simulated pins and a clock that advances one
 frame period per frame, and samples every ``--every`` seconds: frames
 processed, decisions, resident memory and open file descriptors. At the end it
 checks that memory and descriptors did not grow (beyond a small allowance
@@ -42,6 +42,7 @@ def soak(minutes: float, every: float, out=print) -> dict:
     from kiosk.enroll import enroll_from_images
     from kiosk.gallery import Gallery
     from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+    from kiosk.liveness import make_liveness
     from kiosk.pipeline import FacePipeline
 
     data = demo_data()
@@ -56,7 +57,8 @@ def soak(minutes: float, every: float, out=print) -> dict:
         gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=clock)
         enroll_from_images("owner", [data / p for p in manifest["enrol"]["images"]], pipeline, gallery)
         camera = ReconnectingCamera(lambda: PlaylistCamera(files, on_frame=lambda: clock.advance(1 / manifest["fps"]), loop=True), clock)
-        door = Door(config, camera, pipeline, gallery, DoorHardware(Pins(), make_pin_factory(simulate=True)), clock=clock)
+        door = Door(config, camera, pipeline, gallery, DoorHardware(Pins(), make_pin_factory(simulate=True)), clock=clock,
+                    liveness=make_liveness(config.liveness.mode))
         decisions = 0
         start = next_sample = time.monotonic()
         try:
@@ -71,7 +73,7 @@ def soak(minutes: float, every: float, out=print) -> dict:
                     next_sample += every
                     if now - start >= minutes * 60:
                         break
-                report = door.process_frame()
+                report = door.step()
                 decisions += report.event is not None
         finally:
             door.close()

@@ -19,6 +19,8 @@ from kiosk.encoder import DEFAULT_MODEL_DIR, ModelInfo
 from kiosk.face import FaceKioskError
 
 DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
+MAX_CONSECUTIVE_ERRORS = 10
+"""``kiosk run`` exits (door locked; systemd restarts it) after this many failed frames in a row."""
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -50,7 +52,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kiosk.camera import EndOfStream, ReconnectingCamera, open_camera
-    from kiosk.decision import Led
     from kiosk.door import Door, stage_summary
     from kiosk.face import DetectorSettings
     from kiosk.gallery import Gallery
@@ -95,18 +96,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         while stop["signal"] is None:
             started = time.monotonic()
             try:
-                report = door.process_frame()
-                failures = 0
+                report = door.step()
             except EndOfStream:
                 break
-            except FaceKioskError as error:
+            if report.error is not None:
                 failures += 1
-                hardware.show(Led.ERROR)
-                gallery.log_event("error", detail=str(error)[:500])
-                print(f"kiosk: error: {error}", file=sys.stderr, flush=True)
-                if failures >= 10:
-                    raise
+                print(f"kiosk: error: {report.error}", file=sys.stderr, flush=True)
+                if failures >= MAX_CONSECUTIVE_ERRORS:
+                    raise FaceKioskError(f"stopping after {failures} errors in a row (the door is locked); last: {report.error}")
+                time.sleep(max(0.0, period - (time.monotonic() - started)))
                 continue
+            failures = 0
             if report.camera_up and door.frames == 1:
                 notifier.ready(f"watching {config.camera.source}, {len(gallery.people())} people enrolled")
             notifier.watchdog()  # from the frame loop itself: a hung camera or loop stops the pings

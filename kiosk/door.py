@@ -10,22 +10,29 @@ decision says so.
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from kiosk.camera import ReconnectingCamera
+from kiosk.camera import EndOfStream, ReconnectingCamera
 from kiosk.config import Config
 from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Observation, Step
 from kiosk.enroll import ButtonEnrollment
-from kiosk.face import FaceTracker
-from kiosk.gallery import Gallery
+from kiosk.face import FaceKioskError, FaceTracker
+from kiosk.gallery import Gallery, GalleryError
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
 from kiosk.match import Match, match
 from kiosk.pipeline import FacePipeline
+
+log = logging.getLogger(__name__)
+
+UNSAVED_EVENTS_KEPT = 1000
+"""Events kept in memory while the event log cannot be written (a full disk)."""
 
 
 @dataclass
@@ -42,6 +49,7 @@ class FrameReport:
     enrolling: str | None = None
     event: Event | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
 
 
 def decision_settings(config: Config) -> DecisionSettings:
@@ -72,12 +80,33 @@ class Door:
         self._button_was_pressed = False
         self._camera_was_up = True
         self._templates = gallery.templates()
+        self.unsaved_events: deque[tuple[float, Event]] = deque(maxlen=UNSAVED_EVENTS_KEPT)
+        """Events not yet written to the event log (the disk was full); retried with the next one."""
         self.frames = 0
         self.last_event: Event | None = None
         hardware.lock()
         hardware.show(Led.IDLE)
 
     # The loop ----------------------------------------------------------------------------------
+
+    def step(self) -> FrameReport:
+        """:meth:`process_frame`, surviving faults the door can recover from.
+
+        A camera, GPIO or storage error (:class:`FaceKioskError`) becomes a
+        report with ``error`` set: the relay is off, the LED shows ERROR and an
+        ``error`` event is logged; the next call tries again. Anything else
+        propagates, with the relay off.
+        """
+        try:
+            return self.process_frame()
+        except EndOfStream:
+            raise
+        except FaceKioskError as error:
+            self.hardware.show(Led.ERROR)
+            event = Event("error", None, None, str(error)[:500])
+            self.last_event = event
+            self._log(event)
+            return FrameReport(self.clock(), relay_on=self.hardware.relay_on, led=Led.ERROR, event=event, error=str(error))
 
     def process_frame(self) -> FrameReport:
         """Read one frame and act on it. Any exception leaves the relay off and propagates."""
@@ -143,18 +172,39 @@ class Door:
         self.hardware.show(step.led)
         if step.event is not None:
             self.last_event = step.event
-            self.gallery.log_event(step.event.kind, step.event.person, step.event.score, step.event.detail)
+            self._log(step.event)
+
+    def _log(self, event: Event) -> None:
+        """Write an event to the log; if the disk is full, keep it in memory and carry on.
+
+        The door's decisions never wait on the event log: a full disk must not
+        lock people out (nor let anyone in). Unsaved events are written, oldest
+        first, as soon as a write succeeds again.
+        """
+        self.unsaved_events.append((self.gallery.clock(), event))
+        try:
+            while self.unsaved_events:
+                when, pending = self.unsaved_events[0]
+                self.gallery.log_event(pending.kind, pending.person, pending.score, pending.detail, when=when)
+                self.unsaved_events.popleft()
+        except GalleryError as error:
+            log.error("event log not saved (%d event(s) waiting in memory): %s", len(self.unsaved_events), error)
 
     def _snapshot(self, event: Event, crop: np.ndarray, now: float) -> None:
-        """Keep the face crop of an event (only when ``storage.snapshots`` is on)."""
+        """Keep the face crop of an event (only when ``storage.snapshots`` is on); a failed write is logged."""
         import cv2
 
         folder = self.config.snapshot_dir
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         person_id = self.gallery.person(event.person).id if event.person else 0
         path = folder / f"{now:.3f}_{event.kind}_p{person_id}.jpg"
-        cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        path.chmod(0o600)
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"OpenCV could not write {path}")
+            path.chmod(0o600)
+        except (OSError, cv2.error) as error:
+            path.unlink(missing_ok=True)
+            log.error("snapshot not saved (is the disk full?): %s", error)
 
     def _camera_down(self, now: float, timings: dict[str, float]) -> FrameReport:
         step = self.decision.tick(now)
@@ -166,7 +216,7 @@ class Door:
             self._camera_was_up = False
             event = Event("error", None, None, f"camera lost: {self.camera.last_error}")
             self.last_event = event
-            self.gallery.log_event(event.kind, None, None, event.detail)
+            self._log(event)
         return FrameReport(now, relay_on=self.hardware.relay_on, led=Led.ERROR, camera_up=False, event=event, timings=timings)
 
     # Enrolment -----------------------------------------------------------------------------------
@@ -198,7 +248,7 @@ class Door:
                 self.hardware.show(Led.GRANTED)
             else:
                 event = Event("error", None, None, f"enrolment: {enrollment.message}")
-                self.gallery.log_event("error", None, None, event.detail)
+                self._log(event)
                 self.hardware.show(Led.DENIED)
             self.last_event = event
         else:

@@ -275,6 +275,38 @@ def image_files(root: str | Path) -> list[Path]:
     return sorted(p for p in Path(root).rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+MAX_IMAGE_PIXELS = 64_000_000
+"""Largest image read (a 48 MP phone photo fits): a bigger one, or a small file that
+decompresses to gigabytes (a "decompression bomb"), is refused before decoding."""
+
+
+def _refuse_enormous(path: Path, data: np.ndarray) -> None:
+    """Raise :class:`ImageError` if the header declares more than ``MAX_IMAGE_PIXELS``.
+
+    Pillow reads only the header here; formats it does not know are left to
+    OpenCV, whose own limit (2^30 pixels) still applies.
+    """
+    import io
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data.tobytes())) as header:
+                width, height = header.size
+    except Image.DecompressionBombError:
+        width, height = MAX_IMAGE_PIXELS + 1, 1
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageError(
+            f"{path} is too large to read safely ({width}x{height} pixels; the limit is "
+            f"{MAX_IMAGE_PIXELS // 1_000_000} megapixels): scale it down first"
+        )
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as 8-bit BGR, or raise :class:`ImageError` naming the file.
 
@@ -288,6 +320,7 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ImageError(f"cannot read {path}: {error.strerror or error}") from error
     if data.size == 0:
         raise ImageError(f"{path} is empty (0 bytes)")
+    _refuse_enormous(path, data)
     image = cv2.imdecode(data, cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR)
     if image is None:
         raise ImageError(f"{path} is not an image OpenCV can decode (corrupt, truncated or another format)")

@@ -131,13 +131,18 @@ class Gallery:
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._db.execute("COMMIT")
         except sqlite3.OperationalError as error:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise GalleryError(f"could not save to gallery {self.path} ({error}); nothing was changed. Is the disk full?") from error
+
+    def _rollback(self) -> None:
+        """Undo the open transaction; SQLite has already undone it after some errors (a full disk)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     def _guard(self, action):
         try:
@@ -232,7 +237,9 @@ class Gallery:
 
     # Events ---------------------------------------------------------------------------------
 
-    def log_event(self, kind: str, person: str | None = None, score: float | None = None, detail: str = "") -> None:
+    def log_event(self, kind: str, person: str | None = None, score: float | None = None, detail: str = "",
+                  when: float | None = None) -> None:
+        """Append an event, stamped ``when`` (default now)."""
         if kind not in EVENT_KINDS:
             raise GalleryError(f"unknown event kind {kind!r}")
 
@@ -242,7 +249,7 @@ class Gallery:
                 row = db.execute("SELECT id FROM people WHERE name = ?", (person,)).fetchone()
                 person_id = row[0] if row else None
             db.execute("INSERT INTO events (time, kind, person_id, score, detail) VALUES (?, ?, ?, ?, ?)",
-                       (self.clock(), kind, person_id, score, detail))
+                       (self.clock() if when is None else when, kind, person_id, score, detail))
 
         self._guard(action)
 

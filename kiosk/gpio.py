@@ -87,15 +87,19 @@ class DoorHardware:
         return bool(self.relay.value)
 
     def unlock(self) -> None:
-        """Energise the strike."""
+        """Energise the strike; if the GPIO fails, try to de-energise it and raise :class:`HardwareError`."""
         try:
             self.relay.on()
-        except Exception:
+        except Exception as error:
             self.lock()
-            raise
+            raise HardwareError(f"relay on GPIO {self.pins.relay} could not be switched on ({error}); the door stays locked") from error
 
     def lock(self) -> None:
-        """De-energise the strike (the fail-secure state)."""
+        """De-energise the strike (the fail-secure state).
+
+        If even that fails, the error propagates: the service then exits and
+        systemd's ``ExecStopPost=kiosk relay-off`` tries again from a fresh process.
+        """
         self.relay.off()
 
     def show(self, pattern: Led) -> None:

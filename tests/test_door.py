@@ -39,12 +39,12 @@ class Rig:
     """A door wired to mock pins, a fake clock and a playlist camera."""
 
     def __init__(self, tmp_path: Path, pipeline: FacePipeline, frames: list[Path], config: Config | None = None,
-                 camera_factory=None) -> None:
+                 camera_factory=None, pin_factory=None) -> None:
         self.clock = FakeClock()
         self.config = config or Config()
         self.config.storage.state_dir = str(tmp_path / "state")
         self.gallery = Gallery(self.config.database, pipeline.encoder.info.sha256, clock=self.clock)
-        self.factory = make_pin_factory(simulate=True)
+        self.factory = pin_factory or make_pin_factory(simulate=True)
         self.hardware = DoorHardware(Pins(), self.factory)
         factory = camera_factory or (lambda: PlaylistCamera(frames, on_frame=self.tick))
         self.camera = ReconnectingCamera(factory, self.clock)
@@ -278,3 +278,55 @@ def test_no_snapshots_by_default(rig_factory):
     for _ in OWNER:
         door.process_frame()
     assert not rig.config.snapshot_dir.exists()
+
+
+def test_a_full_disk_does_not_stop_the_door_and_its_events_are_saved_later(rig_factory, caplog):
+    from tests.test_faults import fill_the_disk, free_the_disk
+
+    later = [EMPTY] * (6 * FPS) + STRANGER  # the door relocks, then a stranger makes the next event
+    rig = rig_factory(OWNER + later)
+    rig.enrol_owner()
+    door = rig.start()
+    fill_the_disk(rig.gallery)
+    before = len(rig.gallery.events())
+    reports = [door.process_frame() for _ in OWNER]
+    assert any(r.relay_on for r in reports), "the owner still gets in with a full disk"
+    assert [e.kind for _, e in door.unsaved_events] == ["granted"] and len(rig.gallery.events()) == before
+    assert "event log not saved" in caplog.text and "disk is full" in caplog.text
+    granted_at = door.unsaved_events[0][0]
+    free_the_disk(rig.gallery)
+    for _ in later:
+        door.process_frame()
+    saved = rig.gallery.events()[before:]
+    assert [e.kind for e in saved][:2] == ["granted", "unknown"] and saved[0].time == granted_at
+    assert not door.unsaved_events
+
+
+def test_gpio_failing_while_running_keeps_the_door_locked_and_shows_the_error(rig_factory):
+    """The relay's GPIO line starts failing (a driver or chip error): no unlock, error LED and event, then recovery."""
+    from gpiozero.pins.mock import MockFactory, MockPin
+
+    class FailingRelayPin(MockPin):
+        failing = False
+
+        def _set_state(self, value):
+            energise = not value  # active-low relay board
+            if FailingRelayPin.failing and self.info.name == f"GPIO{Pins().relay}" and energise:
+                raise OSError(5, "Input/output error")
+            super()._set_state(value)
+
+    frames = OWNER + [EMPTY] * (6 * FPS) + OWNER_AGAIN
+    rig = rig_factory(frames, pin_factory=MockFactory(pin_class=FailingRelayPin))
+    rig.enrol_owner()
+    door = rig.start()
+    FailingRelayPin.failing = True
+    reports = [door.step() for _ in OWNER]
+    failed = [r for r in reports if r.error]
+    assert failed, "the decision to unlock met the broken GPIO"
+    assert "relay on GPIO 17 could not be switched on" in failed[0].error and "door stays locked" in failed[0].error
+    assert failed[-1].led is Led.ERROR and rig.hardware.pattern is Led.ERROR
+    assert not any(r.relay_on for r in reports) and rig.relay_pin_high, "the strike was never energised"
+    assert "relay on GPIO 17" in rig.gallery.events()[-1].detail and rig.gallery.events()[-1].kind == "error"
+    FailingRelayPin.failing = False
+    reports = [door.step() for _ in frames[len(OWNER):]]
+    assert any(r.relay_on for r in reports), "once the GPIO works again the owner gets in"

@@ -109,3 +109,73 @@ def test_locked_database_is_a_clear_error_and_changes_nothing(tmp_path):
     blocker.close()
     assert [p.name for p in gallery.people()] == ["Ann"]
     gallery.close()
+
+
+def test_enroll_from_a_folder_of_bad_files_uses_the_good_ones_and_names_the_rest(tmp_path, capsys):
+    """Corrupt, truncated, zero-byte, enormous and non-image files are named and skipped; odd formats are read."""
+    import cv2
+    from PIL import Image
+
+    from tests.test_face import _png_header_only
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    good = ENROL[0].read_bytes()
+    (photos / "a_good.jpg").write_bytes(good)
+    (photos / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4)
+    (photos / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (photos / "zero.png").write_bytes(b"")
+    (photos / "notes.jpg").write_text("this is a text file with an image suffix")
+    _png_header_only(photos / "bomb.png", 100_000, 100_000)
+    image = cv2.imread(str(ENROL[1]))
+    Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).convert("CMYK").save(photos / "cmyk.jpg")
+    cv2.imwrite(str(photos / "gray.png"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(photos / "deep16.png"), image.astype(np.uint16) * 257)
+    state = tmp_path / "state"
+    assert cli.main(["enroll", "odd ñame-ü", "--state-dir", str(state), "--images", str(photos)]) == 0
+    out = capsys.readouterr()
+    report = out.out + out.err
+    for name in ("corrupt.jpg", "truncated.jpg", "zero.png", "notes.jpg", "bomb.png"):
+        assert f"{name}" in report, name
+    assert "too large to read safely" in report and "empty (0 bytes)" in report
+    gallery = Gallery(state / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
+    (person,) = gallery.people()
+    assert person.name == "odd ñame-ü"
+    assert person.embeddings == 4  # the good JPEG and the CMYK, grayscale and 16-bit copies
+
+
+def fill_the_disk(gallery: Gallery) -> int:
+    """Fill the database's last free byte, as on a full disk: SQLite then reports SQLITE_FULL.
+
+    The page count is capped where it is, and filler events are written until
+    one no longer fits. Returns how many filler events went in.
+    """
+    pages = gallery._db.execute("PRAGMA page_count").fetchone()[0]
+    gallery._db.execute(f"PRAGMA max_page_count = {pages}")
+    for written in range(100_000):
+        try:
+            gallery.log_event("error", detail="filler " * 20)
+        except GalleryError:
+            return written
+    raise AssertionError("the database never filled up")
+
+
+def free_the_disk(gallery: Gallery) -> None:
+    gallery._db.execute("PRAGMA max_page_count = 1073741823")
+
+
+def test_full_disk_refuses_an_enrolment_with_a_clear_error_and_keeps_the_gallery(tmp_path):
+    gallery = Gallery(tmp_path / "gallery.sqlite3", "model-a")
+    unit = np.ones(128, np.float32) / np.sqrt(128)
+    gallery.add_person("Ann", unit)
+    gallery.log_event("granted", "Ann", 0.9)
+    fillers = fill_the_disk(gallery)
+    with pytest.raises(GalleryError, match="disk is full.*nothing was changed"):
+        gallery.add_person("Bob", unit)
+    assert [(p.name, p.embeddings) for p in gallery.people()] == [("Ann", 1)]
+    assert [e.kind for e in gallery.events()] == ["enrolled", "granted"] + ["error"] * fillers
+    gallery.close()
+    reopened = Gallery(tmp_path / "gallery.sqlite3", "model-a")  # integrity check passes after the failure
+    assert [p.name for p in reopened.people()] == ["Ann"]
+    reopened.add_person("Bob", unit)  # space is back (no page cap on a new connection)
+    reopened.close()

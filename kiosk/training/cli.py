@@ -71,6 +71,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         from_scratch=args.from_scratch,
         steps_per_epoch=args.steps_per_epoch,
         activation=args.activation,
+        init_from=str(args.init_from) if args.init_from else None,
+        feature_weight=args.feature_weight,
     )
     path = train(cache, args.out, settings, validation)
     print(f"saved {path}")
@@ -231,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of SFace's")
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick trials)")
     p.add_argument("--activation", choices=["prelu", "relu"], default="prelu",
-                   help="relu: the network runs about 8x faster in int8 LiteRT (PReLU is not accelerated there), but "
-                        "SFace's weights need a longer retraining with it; one epoch with frozen batch norm did not recover")
+                   help="relu: the network runs about 8x faster in int8 LiteRT (PReLU is not accelerated there); "
+                        "train it from a trained PReLU run with --init-from")
+    p.add_argument("--init-from", type=Path,
+                   help="start from this trained encoder.keras; if its activation differs, also match its block outputs")
+    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the block-output loss with --init-from")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")

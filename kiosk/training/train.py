@@ -8,6 +8,16 @@ quality) and learns to give it from the cheaper, noisier Haar front end, and
 under the door-camera augmentations of :mod:`kiosk.training.augment`.
 Batch norm statistics stay frozen (small batches on a CPU), and the first
 ``freeze_blocks`` blocks keep SFace's weights, which halves the step time.
+
+Changing the activation (``--activation relu --init-from RUN/encoder.keras``):
+LiteRT runs int8 PReLU about 8x slower than ReLU, so the shipped network uses
+ReLU. Swapping PReLU for ReLU in a trained network breaks it (validation
+1 - cos 0.81), and the embedding loss alone recovers slowly (0.69 after an
+epoch). So the ReLU student starts from the trained PReLU network's weights
+and also learns, block by block, the PReLU network's pre-activation outputs
+(normalised mean squared error, weight ``feature_weight``): every block gets
+its own signal. Its batch norms train (they must follow the shifted
+activations); the head's stay frozen.
 """
 
 from __future__ import annotations
@@ -36,6 +46,8 @@ class TrainSettings:
     from_scratch: bool = False
     steps_per_epoch: int | None = None
     activation: str = "prelu"
+    init_from: str | None = None
+    feature_weight: float = 1.0
 
 
 def distillation_loss(teacher, student):
@@ -46,8 +58,12 @@ def distillation_loss(teacher, student):
     return 1.0 - ops.sum(teacher * student, axis=-1)
 
 
-def make_sequence(cache: Cache, settings: TrainSettings):
-    """A ``keras.utils.PyDataset`` of augmented batches, reshuffled every epoch."""
+def make_sequence(cache: Cache, settings: TrainSettings, with_features: bool = False):
+    """A ``keras.utils.PyDataset`` of augmented batches, reshuffled every epoch.
+
+    With ``with_features`` the targets are ``{"embedding": teacher, "features": 0}``
+    for :func:`feature_model`.
+    """
     import keras
 
     class Batches(keras.utils.PyDataset):
@@ -64,7 +80,7 @@ def make_sequence(cache: Cache, settings: TrainSettings):
             rng = np.random.default_rng([settings.seed, self.epoch, index])
             picks = self.order[index * settings.batch_size : (index + 1) * settings.batch_size]
             images = np.stack([augment(rng, cache.crops[i]) for i in picks]).astype(np.float32)
-            return images, cache.teacher[picks]
+            return images, targets(cache.teacher[picks], with_features)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -73,14 +89,67 @@ def make_sequence(cache: Cache, settings: TrainSettings):
     return Batches()
 
 
+def targets(teacher: np.ndarray, with_features: bool):
+    """Training targets: the teacher embeddings, plus a dummy for the feature loss."""
+    if not with_features:
+        return teacher
+    return {"embedding": teacher, "features": np.zeros((len(teacher), 1), np.float32)}
+
+
+FEATURE_TAPS = [f"conv_{index}_bn" for index in range(2, 15)]
+"""Pre-activation outputs matched block by block when the activation changes."""
+
+
+def feature_model(student, teacher):
+    """One model giving the student's embedding and its block-wise feature error against ``teacher``.
+
+    ``features`` is the mean over :data:`FEATURE_TAPS` of
+    ``mean((s - t)^2) / mean(t^2)`` per sample; its loss is the value itself.
+    """
+    import keras
+    from keras import ops
+
+    taps_of = lambda model: [model.get_layer(name).output for name in FEATURE_TAPS]  # noqa: E731
+    student_taps = keras.Model(student.input, [*taps_of(student), student.output])
+    teacher_taps = keras.Model(teacher.input, taps_of(teacher))
+    teacher_taps.trainable = False
+    face = keras.Input(student.input.shape[1:], name="face")
+    *ours, embedding = student_taps(face)
+    theirs = teacher_taps(face)
+    errors = [ops.mean(ops.square(s - t), axis=(1, 2, 3)) / (ops.mean(ops.square(t), axis=(1, 2, 3)) + 1e-3)
+              for s, t in zip(ours, theirs)]
+    features = ops.mean(ops.stack(errors, axis=1), axis=1, keepdims=True)
+    return keras.Model(face, {"embedding": keras.layers.Identity(name="embedding")(embedding),
+                              "features": keras.layers.Identity(name="features")(features)})
+
+
+def feature_loss(_, features):
+    return features[:, 0]
+
+
 def build_student(settings: TrainSettings):
-    """The encoder to train: SFace's weights, frozen batch norm and early blocks."""
+    """The encoder to train, and the network it starts from when the activation changes (else None).
+
+    Default: SFace's weights, frozen batch norm and early blocks. With
+    ``init_from``: that trained model's weights (its PReLU slopes dropped when
+    the student uses ReLU); then batch norm trains, except the head's.
+    """
     import keras
 
     from kiosk.training.model import build_encoder, load_sface_weights
 
     keras.utils.set_random_seed(settings.seed)
     model = build_encoder(activation=settings.activation)
+    if settings.init_from:
+        start = keras.saving.load_model(settings.init_from, compile=False)
+        for layer in model.layers:
+            if layer.weights:
+                layer.set_weights(start.get_layer(layer.name).get_weights())
+        changed = any(isinstance(layer, keras.layers.PReLU) for layer in start.layers) != (settings.activation == "prelu")
+        for layer in model.layers:
+            if layer.name in ("bn1", "fc1") or (not changed and isinstance(layer, keras.layers.BatchNormalization)):
+                layer.trainable = False
+        return model, (start if changed else None)
     if not settings.from_scratch:
         from kiosk.training.teacher import SFACE_FILE, model_path
 
@@ -91,7 +160,7 @@ def build_student(settings: TrainSettings):
             block = layer.name.split("_")
             if block[0] == "conv" and block[1].isdigit() and int(block[1]) <= settings.freeze_blocks:
                 layer.trainable = False
-    return model
+    return model, None
 
 
 def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None) -> Path:
@@ -103,19 +172,27 @@ def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = build_student(settings)
-    batches = make_sequence(cache, settings)
+    model, start = build_student(settings)
+    with_features = start is not None
+    batches = make_sequence(cache, settings, with_features)
     total = settings.epochs * len(batches)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=total, warmup_target=None, alpha=0.05)
-    model.compile(optimizer=keras.optimizers.Adam(schedule), loss=distillation_loss)
+    if with_features:
+        trained = feature_model(model, start)
+        trained.compile(optimizer=keras.optimizers.Adam(schedule), loss={"embedding": distillation_loss, "features": feature_loss},
+                        loss_weights={"embedding": 1.0, "features": settings.feature_weight})
+    else:
+        trained = model
+        model.compile(optimizer=keras.optimizers.Adam(schedule), loss=distillation_loss)
+    if validation is not None:
+        validation = (validation[0], targets(validation[1], with_features))
+
+    class SaveEncoder(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None) -> None:
+            model.save(out_dir / "encoder.keras")
+
     started = time.time()
-    history = model.fit(
-        batches,
-        epochs=settings.epochs,
-        validation_data=validation,
-        verbose=2,
-        callbacks=[keras.callbacks.ModelCheckpoint(str(out_dir / "encoder.keras"))],
-    )
+    history = trained.fit(batches, epochs=settings.epochs, validation_data=validation, verbose=2, callbacks=[SaveEncoder()])
     record = {
         "settings": asdict(settings),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
