@@ -9,6 +9,7 @@ on a security device. ``deploy/kiosk.toml`` is the commented sample.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -153,12 +154,16 @@ def _coerce(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key {key} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"config key {key} must be a finite number, got {value!r}")
         return float(value)
     if kind is str:
         if isinstance(value, int) and not isinstance(value, bool) and key == "camera.source":
             return str(value)
         if not isinstance(value, str):
             raise ConfigError(f"config key {key} must be text, got {value!r}")
+        if any(ord(c) < 32 for c in value):
+            raise ConfigError(f"config key {key} must not contain control characters, got {value!r}")
         return value
     raise ConfigError(f"config key {key}: unsupported type")  # pragma: no cover - programming error
 

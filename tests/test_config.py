@@ -56,3 +56,34 @@ def test_sample_config_in_deploy_is_valid():
     sample = Path(__file__).resolve().parent.parent / "deploy" / "kiosk.toml"
     config = load_config(sample)
     assert config == Config()
+
+
+@pytest.mark.parametrize(
+    "text, names",
+    [
+        ("[decision]\nlockout_minutes = inf\n", "decision.lockout_minutes must be a finite number"),
+        ("[decision]\nunlock_seconds = nan\n", "decision.unlock_seconds must be a finite number"),
+        ("[recognition]\nthreshold = -inf\n", "recognition.threshold must be a finite number"),
+        ("[decision]\nk = 99999999999999999999\n", "decision.k"),
+        ('[storage]\nstate_dir = "/var/lib/kiosk\\u0000/etc"\n', "storage.state_dir must not contain control characters"),
+        ('[camera]\nsource = "rtsp://x\\nInjected: header"\n', "camera.source must not contain control characters"),
+        ("[camera.deep.deeper]\nx = 1\n", "camera.deep"),
+        ("[camera]\nsource = 1\nsource = 2\n", "not valid TOML"),
+        ("[[camera]]\nsource = 1\n", "[camera] must be a table"),
+        ("[decision]\nk = [1, 2]\n", "decision.k must be a whole number"),
+    ],
+)
+def test_hostile_configs_are_refused_with_the_key_named(tmp_path, text, names):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert names in str(error.value)
+
+
+def test_binary_and_enormous_config_files_are_clear_errors(tmp_path):
+    path = tmp_path / "kiosk.toml"
+    path.write_bytes(b"\xff\xfe\x00garbage\x89PNG")
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(path)
+    path.write_text("# padding\n" * 200_000 + "[camera]\nsorce = 1\n")  # 2 MB of comments, then a typo
+    with pytest.raises(ConfigError, match="camera.sorce"):
+        load_config(path)
