@@ -158,3 +158,16 @@ def test_a_large_but_reasonable_photo_is_read(tmp_path):
     big = cv2.resize(read_image(PHOTO), (4000, 3000))  # 12 MP, like a phone photo
     cv2.imwrite(str(tmp_path / "phone.jpg"), big)
     assert read_image(tmp_path / "phone.jpg").shape == (3000, 4000, 3)
+
+
+def test_backlit_face_is_found_by_the_self_quotient_pass_at_the_right_place():
+    from kiosk.training.evaluate import backlight
+
+    photo = FACES / "Colin_Powell" / "Colin_Powell_0004.jpg"
+    lit = FaceFinder().largest(read_image(photo))
+    backlit = backlight(read_image(photo))
+    assert FaceFinder(DetectorSettings(use_quotient=False)).find(backlit) == []
+    face = FaceFinder().largest(backlit)
+    assert face is not None and face.pass_name == "haar+quotient"
+    assert abs(face.center[0] - lit.center[0]) < 0.2 * lit.w and abs(face.center[1] - lit.center[1]) < 0.2 * lit.w
+    assert 0.7 < face.w / lit.w < 1.4
