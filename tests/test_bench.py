@@ -1,0 +1,85 @@
+"""The CI-sized benchmark (``python -m bench --quick``): the benchmark code runs end to end and writes sane output.
+
+Needs the shared data beside the checkout (``../shared/data``); dlib is not needed (it is made to look
+missing, so the skip note is tested too).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+pytestmark = pytest.mark.skipif(not (DATA / "lfw").is_dir(), reason=f"no shared data at {DATA}")
+
+
+def test_help_explains_the_options(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.run import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--quick", "--out", "--data", "--skip", "--peers", "failure to acquire", "APCER"):
+        assert option in text
+
+
+def test_quick_run_writes_tables_plots_and_sane_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.run import main
+
+    published = [ROOT / "docs" / "benchmarks.md", ROOT / "README.md"]
+    before = [p.stat().st_mtime_ns if p.exists() else None for p in published]
+    monkeypatch.setitem(sys.modules, "dlib", None)  # as on CI, where dlib is not installed
+
+    assert main(["--quick", "--data", str(DATA), "--out", str(tmp_path)]) == 0
+
+    assert [p.stat().st_mtime_ns if p.exists() else None for p in published] == before
+    text = (tmp_path / "benchmarks.md").read_text()
+    for heading in ("## Summary", "## Accuracy", "### LFW View 1 test", "### CelebA in the wild", "## Speed, memory and size",
+                    "## Liveness (face-kiosk only)", "No peer has a liveness check", "| CPU |", "| OpenCV |", "python -m bench --quick"):
+        assert heading in text
+    assert "Skipped: **dlib ResNet (face_recognition)**: dlib is not installed" in text
+    for png in ("lfw-det.png", "celeba-det.png", "speed.png"):
+        assert f"](benchmarks/{png})" in text
+        data = (tmp_path / "benchmarks" / png).read_bytes()
+        assert data.startswith(PNG_SIGNATURE) and len(data) > 5000
+
+    results = json.loads((tmp_path / "benchmarks" / "results.json").read_text())
+    assert "dlib" in results["skipped"] and "dlib" not in results["speed"]
+    ran = list(results["speed"])
+    assert ran[0] == "face-kiosk"
+    for test in ("lfw", "celeba"):
+        assert list(results["accuracy"][test]) == ran
+        for metrics in results["accuracy"][test].values():
+            for key in ("fta", "eer") + (("accuracy",) if test == "lfw" else ()):
+                assert 0.0 <= metrics[key] <= 1.0, (test, key, metrics[key])
+            assert metrics["images"] > 10
+    assert results["accuracy"]["lfw"]["face-kiosk"]["accuracy"] >= 0.7  # 20 easy pairs: a broken pipeline scores ~0.5
+    for by_threads in results["speed"].values():
+        for run in by_threads.values():
+            assert 0 < run["median_ms"] <= run["p90_ms"] < 10_000
+            assert 20 < run["peak_rss_mb"] < 4000 and run["frames"] == 20
+    for mode in ("texture", "both"):
+        rates = results["liveness"]["modes"][mode]
+        assert all(0.0 <= rates[k] <= 1.0 for k in ("apcer", "bpcer", "acer"))
+        assert rates["attack_presentations"] > 0 and rates["bona_fide_presentations"] > 0
+    assert results["sizes"]["face-kiosk"]["encoder.tflite"] > 1e6
+
+
+def test_readme_summary_block_is_replaced_and_nothing_else(tmp_path: Path) -> None:
+    from bench.report import README_MARKERS, update_readme
+
+    start, end = README_MARKERS
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{start}\nold numbers\n{end}\n\n## Next\n")
+    assert update_readme(["| new | table |"], readme)
+    assert readme.read_text() == f"# x\n\n{start}\n| new | table |\n{end}\n\n## Next\n"
+    readme.write_text("# no markers\n")
+    assert not update_readme(["x"], readme) and readme.read_text() == "# no markers\n"
+    assert start in (ROOT / "README.md").read_text()
