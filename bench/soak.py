@@ -7,7 +7,7 @@ processed, decisions, resident memory and open file descriptors. At the end it
 checks that memory and descriptors did not grow (beyond a small allowance
 after warm-up) and exits 1 if they did.
 
-    python -m bench.soak --minutes 30        # the full run
+    python -m bench.soak --minutes 30 --json bench/results/soak-30min.json --plot docs/soak.png   # the full run
     python -m bench.soak --minutes 1         # the CI-sized run
 """
 
@@ -90,15 +90,42 @@ def soak(minutes: float, every: float, out=print) -> dict:
     return {"samples": samples, "growth": growth, "ok": ok}
 
 
+def plot(result: dict, path: Path) -> None:
+    """Resident memory and open descriptors over the run, as a PNG (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    samples = result["samples"]
+    minutes = [s["seconds"] / 60 for s in samples]
+    figure, (memory, files) = plt.subplots(2, 1, figsize=(7, 4.5), sharex=True)
+    memory.plot(minutes, [s["rss_mb"] for s in samples], color="tab:blue")
+    memory.set_ylabel("resident memory (MB)")
+    memory.set_ylim(0, max(s["rss_mb"] for s in samples) * 1.3)
+    files.plot(minutes, [s["open_fds"] for s in samples], color="tab:orange")
+    files.set_ylabel("open file descriptors")
+    files.set_ylim(0, max(s["open_fds"] for s in samples) + 5)
+    files.set_xlabel("minutes")
+    last = samples[-1]
+    memory.set_title(f"door loop soak: {last['frames']} frames, {last['decisions']} decisions in {minutes[-1]:.0f} min")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--json", type=Path, help="also write the samples here")
+    parser.add_argument("--plot", type=Path, help="also draw memory and open files over time into this PNG")
     args = parser.parse_args()
     result = soak(args.minutes, args.every)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
+    if args.plot:
+        plot(result, args.plot)
     raise SystemExit(0 if result["ok"] else 1)
 
 
