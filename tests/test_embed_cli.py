@@ -10,6 +10,9 @@ from kiosk import cli
 def test_embed_writes_paths_embeddings_found_and_skips_corrupt_files(face_tree, tmp_path, capsys):
     (face_tree / "Colin_Powell" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken jpeg")
     (face_tree / "Colin_Powell" / "empty.png").write_bytes(b"")
+    from tests.test_face import _png_header_only
+
+    _png_header_only(face_tree / "Colin_Powell" / "bomb.png", 100_000, 100_000)
     blank = np.full((120, 160, 3), 200, np.uint8)
     import cv2
 
@@ -19,8 +22,8 @@ def test_embed_writes_paths_embeddings_found_and_skips_corrupt_files(face_tree, 
     out = tmp_path / "faces.npz"
     assert cli.main(["embed", str(face_tree), "--out", str(out), "--quiet"]) == 0
     captured = capsys.readouterr()
-    assert "corrupt.jpg" in captured.err and "empty.png" in captured.err
-    assert "13 images embedded (12 with a face, 1 without), 2 unreadable skipped" in captured.out
+    assert "corrupt.jpg" in captured.err and "empty.png" in captured.err and "bomb.png is too large" in captured.err
+    assert "13 images embedded (12 with a face, 1 without), 3 unreadable skipped" in captured.out
     data = np.load(out)
     paths = list(data["paths"])
     assert paths[0] == "Colin_Powell/Colin_Powell_0001.jpg" and "nobody/wall.png" in paths
