@@ -217,7 +217,7 @@ def cmd_all(args: argparse.Namespace) -> None:
         ("export", argparse.Namespace(model=run / "relu" / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
         ("evaluate", argparse.Namespace(models=args.out, data=args.data, report=args.out / "encoder-report.md",
-                                        no_peers=False)),
+                                        no_peers=True)),  # the peers: python -m bench
     ]
     for name, namespace in steps:
         print(f"== {name} ({(time.time() - started) / 60:.1f} min so far)", flush=True)

@@ -151,8 +151,11 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
         "# face-kiosk encoder: evaluation report",
         "",
         f"Measured {metrics['measured']} on {platform.machine()} ({platform.processor() or 'CPU'}), "
-        f"Python {platform.python_version()}, by `kiosk-train evaluate --models {models} --data {data}`.",
-        "Every pipeline runs from the raw image with its own detector; a face not found is a failed comparison.",
+        f"Python {platform.python_version()}, by `kiosk-train evaluate --models {models} --data {data}"
+        f"{'' if peers else ' --no-peers'}`.",
+        "Every pipeline runs from the raw image with its own detector; a face not found is a failed comparison."
+        + ("" if peers else " The peers (OpenCV YuNet + SFace, dlib) on the same data: "
+           "[docs/benchmarks.md](../docs/benchmarks.md), made by `python -m bench`."),
         f"Shipped threshold: cosine > {threshold:.4f} (target FAR {metadata['threshold']['target_far']:g} per comparison, "
         "calibrated on held-aside identities).",
         "",
@@ -191,8 +194,9 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
             s = scores.summary()
             lines.append(f"| {condition} | {name} | {_percent(s['accuracy'])} | {_percent(s['fta'])} |")
     lines += ["", "### Detection rate of the front end on the same 1,000 LFW test images", "",
-              "Plain Haar is one cascade pass on the equalised image; face-kiosk adds a CLAHE pass and "
-              "+/-20 degree rotated passes, tried only when the previous pass found nothing.", "",
+              "Plain Haar is one cascade pass on the equalised image; face-kiosk adds a CLAHE pass, a "
+              "self-quotient-image pass and +/-20 degree rotated passes, each tried only when the previous "
+              "passes found nothing.", "",
               "| condition | plain Haar | face-kiosk front end |", "|---|---|---|"]
     for condition, (plain, ours) in detection.items():
         lines.append(f"| {condition} | {_percent(plain)} | {_percent(ours)} |")
