@@ -104,8 +104,7 @@ class Door:
         except FaceKioskError as error:
             self.hardware.show(Led.ERROR)
             event = Event("error", None, None, str(error)[:500])
-            self.last_event = event
-            self._log(event)
+            self._record(event)
             return FrameReport(self.clock(), relay_on=self.hardware.relay_on, led=Led.ERROR, event=event, error=str(error))
 
     def process_frame(self) -> FrameReport:
@@ -171,11 +170,10 @@ class Door:
             self.hardware.lock()
         self.hardware.show(step.led)
         if step.event is not None:
-            self.last_event = step.event
-            self._log(step.event)
+            self._record(step.event)
 
-    def _log(self, event: Event) -> None:
-        """Write an event to the log; if the disk is full, keep it in memory and carry on.
+    def _record(self, event: Event) -> None:
+        """Make ``event`` the last event and write it to the log; if the disk is full, keep it in memory.
 
         The door's decisions never wait on the event log: a full disk must not
         lock people out (nor let anyone in). Unsaved events are written, oldest
@@ -215,8 +213,7 @@ class Door:
         if self._camera_was_up:
             self._camera_was_up = False
             event = Event("error", None, None, f"camera lost: {self.camera.last_error}")
-            self.last_event = event
-            self._log(event)
+            self._record(event)
         return FrameReport(now, relay_on=self.hardware.relay_on, led=Led.ERROR, camera_up=False, event=event, timings=timings)
 
     # Enrolment -----------------------------------------------------------------------------------
@@ -248,7 +245,7 @@ class Door:
                 self.hardware.show(Led.GRANTED)
             else:
                 event = Event("error", None, None, f"enrolment: {enrollment.message}")
-                self._log(event)
+                self._record(event)
                 self.hardware.show(Led.DENIED)
             self.last_event = event
         else:
