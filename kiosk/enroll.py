@@ -54,7 +54,7 @@ def frame_quality(faces: int, embedded: FaceEmbedding | None, settings: Enrollme
 
 
 def enroll_from_images(name: str, paths: Iterable[Path], pipeline: FacePipeline, gallery: Gallery,
-                       role: str | None = None) -> tuple[Person, list[str]]:
+                       role: str | None = None, force: bool = False) -> tuple[Person, list[str]]:
     """Enrol ``name`` from photo files; returns the person and one note per skipped file."""
     vectors, notes = [], []
     for path in paths:
