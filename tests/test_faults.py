@@ -99,12 +99,12 @@ def test_gpio_error_when_opening_leaves_the_relay_off(tmp_path):
 def test_locked_database_is_a_clear_error_and_changes_nothing(tmp_path):
     path = tmp_path / "gallery.sqlite3"
     gallery = Gallery(path, "model-a")
-    gallery.add_person("Ann", np.ones(8, np.float32) / np.sqrt(8))
+    gallery.add_person("Ann", np.ones(128, np.float32) / np.sqrt(128))
     blocker = sqlite3.connect(path, timeout=0)
     blocker.execute("BEGIN EXCLUSIVE")
     gallery._db.execute("PRAGMA busy_timeout = 100")
-    with pytest.raises(GalleryError, match="busy or read-only"):
-        gallery.add_person("Bob", np.ones(8, np.float32) / np.sqrt(8))
+    with pytest.raises(GalleryError, match="is busy .*another kiosk command.*nothing was changed"):
+        gallery.add_person("Bob", np.ones(128, np.float32) / np.sqrt(128))
     blocker.rollback()
     blocker.close()
     assert [p.name for p in gallery.people()] == ["Ann"]

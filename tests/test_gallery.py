@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kiosk.clock import FakeClock
-from kiosk.gallery import Gallery, GalleryError
+from kiosk.gallery import Gallery, GalleryError, template_mac
 from kiosk.match import match
 
 
-def unit(seed: int, size: int = 8) -> np.ndarray:
+def unit(seed: int, size: int = 128) -> np.ndarray:
     vector = np.random.default_rng(seed).normal(size=size).astype(np.float32)
     return vector / np.linalg.norm(vector)
 
@@ -116,7 +117,7 @@ def test_corrupt_file_is_reported_not_overwritten(tmp_path):
 
 def test_schema_version_is_recorded(gallery):
     row = sqlite3.connect(gallery.path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    assert row == ("1",)
+    assert row == ("2",)
     assert gallery.integrity_ok()
 
 
@@ -142,3 +143,227 @@ def test_backup_and_restore_round_trip_and_refuse_another_model(tmp_path):
 
 def test_gallery_file_is_private(gallery):
     assert (gallery.path.stat().st_mode & 0o777) == 0o600
+
+
+# Stored embeddings are verified ------------------------------------------------------------------
+
+
+def raw(gallery: Gallery) -> sqlite3.Connection:
+    """A second connection to the gallery file, as someone editing it behind face-kiosk's back."""
+    return sqlite3.connect(gallery.path, isolation_level=None)
+
+
+def test_the_key_is_private_and_every_row_carries_a_check(gallery):
+    gallery.add_person("Ann", np.stack([unit(1), unit(2)]))
+    assert gallery.key_path.name == "gallery.key" and len(gallery.key_path.read_bytes()) == 32
+    assert (gallery.key_path.stat().st_mode & 0o777) == 0o600
+    macs = raw(gallery).execute("SELECT person_id, model_sha256, vector, mac FROM embeddings").fetchall()
+    key = gallery.key_path.read_bytes()
+    assert [mac for *_, mac in macs] == [template_mac(key, p, m, v) for p, m, v, _ in macs]
+    assert gallery.damaged_templates() == []
+
+
+def test_one_flipped_bit_does_not_let_strangers_in(gallery):
+    """The SD-card rot from issue 11: one exponent bit flipped gave strangers a score of 1.9e36."""
+    gallery.add_person("Ann", unit(1))
+    gallery.add_person("Bob", unit(2))
+    db = raw(gallery)
+    (row_id, vector), = db.execute("SELECT e.id, e.vector FROM embeddings e JOIN people p ON p.id = e.person_id "
+                                   "WHERE p.name = 'Ann'").fetchall()
+    damaged = bytearray(vector)
+    damaged[3] ^= 0x40  # the top exponent bit of the first number
+    db.execute("UPDATE embeddings SET vector = ? WHERE id = ?", (bytes(damaged), row_id))
+    templates = gallery.templates()
+    assert templates.names == ["Bob"]
+    assert np.all(np.abs(templates.vectors) <= 1)
+    for seed in range(10, 30):  # strangers
+        assert match(unit(seed), templates, threshold=0.5).person is None
+    (message,) = gallery.damaged_templates()
+    assert "'Ann'" in message and "damaged or altered" in message
+    assert "kiosk people remove Ann" in message and "kiosk enroll Ann" in message
+    assert gallery.stale_people() == []  # damaged is not the same as enrolled under another model
+
+
+def test_rows_of_the_wrong_length_moved_to_another_person_or_written_by_hand_are_refused(gallery):
+    gallery.add_person("Ann", unit(1))
+    gallery.add_person("Bob", unit(2))
+    gallery.add_person("Carol", unit(3))
+    gallery.add_person("Dan Ó'Neil", unit(4))
+    db = raw(gallery)
+    ids = dict(db.execute("SELECT name, id FROM people").fetchall())
+    db.execute("UPDATE embeddings SET vector = x'00112233' WHERE person_id = ?", (ids["Ann"],))  # was a traceback
+    db.execute("UPDATE embeddings SET person_id = ? WHERE person_id = ?", (ids["Carol"], ids["Bob"]))  # Bob's face as Carol
+    key_thief_forgets_nothing = gallery.key_path.read_bytes()
+    for name, vector in (("Dan Ó'Neil", np.full(128, np.nan, np.float32)), ("Dan Ó'Neil", 2 * unit(9))):
+        db.execute("INSERT INTO embeddings (person_id, model_sha256, vector, created, mac) VALUES (?, ?, ?, 0, ?)",
+                   (ids[name], "model-a", vector.tobytes(), template_mac(key_thief_forgets_nothing, ids[name], "model-a",
+                                                                         vector.tobytes())))
+    assert gallery.templates().names == ["Carol", "Dan Ó'Neil"]  # their own rows still pass
+    messages = {m.split(":")[0]: m for m in gallery.damaged_templates()}
+    assert set(messages) == {"'Ann'", "'Carol'", "\"Dan Ó'Neil\""}
+    assert "kiosk people remove 'Dan Ó'\"'\"'Neil'" in messages["\"Dan Ó'Neil\""]
+    assert "not finite" in messages["\"Dan Ó'Neil\""] and "length 2" in messages["\"Dan Ó'Neil\""]
+
+
+def test_embeddings_that_would_be_refused_later_are_not_stored(gallery):
+    for bad, why in ((unit(1, size=8), "128"), (np.full(128, np.inf, np.float32), "not finite"), (3 * unit(1), "length 3")):
+        with pytest.raises(GalleryError, match=why):
+            gallery.add_person("Ann", bad)
+    assert gallery.people() == []
+
+
+def test_a_missing_key_with_embeddings_is_refused_and_a_damaged_key_is_named(tmp_path):
+    path = tmp_path / "state" / "gallery.sqlite3"
+    Gallery(path, "model-a").add_person("Ann", unit(1))
+    key = path.with_suffix(".key")
+    saved = key.read_bytes()
+    key.unlink()
+    with pytest.raises(GalleryError, match=r"gallery\.key .* is missing.*kiosk restore"):
+        Gallery(path, "model-a")
+    key.write_bytes(saved[:5])
+    with pytest.raises(GalleryError, match=r"gallery\.key is damaged \(5 bytes"):
+        Gallery(path, "model-a")
+    key.write_bytes(saved)
+    assert Gallery(path, "model-a").templates().names == ["Ann"]
+
+
+def test_a_schema_1_gallery_is_migrated_and_its_rows_signed(tmp_path):
+    path = tmp_path / "state" / "gallery.sqlite3"
+    path.parent.mkdir()
+    db = sqlite3.connect(path, isolation_level=None)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created REAL NOT NULL);
+        CREATE TABLE embeddings (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+                                 model_sha256 TEXT NOT NULL, vector BLOB NOT NULL, created REAL NOT NULL);
+        CREATE TABLE events (id INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT NULL, person_id INTEGER, score REAL,
+                             detail TEXT NOT NULL DEFAULT '');
+        INSERT INTO meta VALUES ('schema_version', '1');
+        INSERT INTO people VALUES (1, 'Ann', 'admin', 0), (2, 'Bob', 'user', 0);
+    """)
+    db.execute("INSERT INTO embeddings VALUES (1, 1, 'model-a', ?, 0)", (unit(1).tobytes(),))
+    db.execute("INSERT INTO embeddings VALUES (2, 2, 'model-a', ?, 0)", (unit(2).tobytes()[:100],))  # already bad in v1
+    db.close()
+    gallery = Gallery(path, "model-a")
+    assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert gallery.templates().names == ["Ann"]
+    assert len(gallery.damaged_templates()) == 1 and "100 bytes instead of 512" in gallery.damaged_templates()[0]
+    assert gallery.marker_path.exists() and gallery.key_path.exists()
+    gallery.save_state("lockout_until", "12.5")
+    assert gallery.load_state("lockout_until") == "12.5"
+
+
+# A gallery that existed does not silently start over ---------------------------------------------
+
+
+def test_a_missing_or_empty_gallery_where_one_existed_is_an_error(tmp_path):
+    path = tmp_path / "state" / "gallery.sqlite3"
+    Gallery(path, "model-a").add_person("Ann", unit(1))
+    assert path.with_suffix(".created").exists()
+    path.write_bytes(b"")
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(GalleryError) as error:
+        Gallery(path, "model-a")
+    assert str(path) in str(error.value) and "empty (0 bytes)" in str(error.value)
+    assert "kiosk restore BACKUP" in str(error.value) and "gallery.created" in str(error.value)
+    assert path.read_bytes() == b""  # not turned into a new gallery
+    path.unlink()
+    with pytest.raises(GalleryError, match="is missing"):
+        Gallery(path, "model-a")
+    assert not path.exists()
+    path.with_suffix(".created").unlink()  # deliberately starting over
+    fresh = Gallery(path, "model-a")
+    assert fresh.people() == [] and fresh.marker_path.exists()
+
+
+def test_another_database_at_the_gallery_path_is_refused(tmp_path):
+    path = tmp_path / "gallery.sqlite3"
+    sqlite3.connect(path).execute("CREATE TABLE notes (x)")
+    with pytest.raises(GalleryError, match="not a face-kiosk gallery"):
+        Gallery(path, "model-a")
+
+
+# Door state -------------------------------------------------------------------------------------
+
+
+def test_state_survives_reopening_and_a_failed_write_is_a_gallery_error(tmp_path):
+    from tests.test_faults import fill_the_disk
+
+    path = tmp_path / "gallery.sqlite3"
+    gallery = Gallery(path, "model-a")
+    assert gallery.load_state("lockout_until") is None
+    gallery.save_state("lockout_until", "1700000000.5")
+    gallery.save_state("lockout_until", "1700000300.5")
+    gallery.close()
+    gallery = Gallery(path, "model-a")
+    assert gallery.load_state("lockout_until") == "1700000300.5"
+    fill_the_disk(gallery)
+    with pytest.raises(GalleryError, match="disk is full"):
+        gallery.save_state("lockout_until", "1" * 5000)
+    assert gallery.read_only and gallery.load_state("lockout_until") == "1700000300.5"
+    gallery.close()
+
+
+# Backups carry their key -------------------------------------------------------------------------
+
+
+def test_a_backup_restores_on_a_new_device_with_its_faces_checked_and_re_signed(tmp_path):
+    live = Gallery(tmp_path / "pi" / "gallery.sqlite3", "model-a")
+    live.add_person("Ann", np.stack([unit(1), unit(2)]))
+    live.add_person("Bob", unit(3))
+    backup = live.backup(tmp_path / "backup.sqlite3")
+    live.close()
+    assert (backup.stat().st_mode & 0o777) == 0o600
+    new_device = tmp_path / "new-pi" / "gallery.sqlite3"  # an empty SD card: no key, no marker
+    assert Gallery.restore(backup, new_device, "model-a") == 2
+    assert new_device.with_suffix(".key").read_bytes() != (tmp_path / "pi" / "gallery.key").read_bytes()
+    assert new_device.with_suffix(".created").exists()
+    restored = Gallery(new_device, "model-a")
+    assert restored.templates().names == ["Ann", "Ann", "Bob"] and restored.damaged_templates() == []
+    assert sqlite3.connect(new_device).execute("SELECT COUNT(*) FROM meta WHERE key = 'backup_signing_key'").fetchone() == (0,)
+
+
+def test_a_tampered_backup_row_stays_refused_and_a_backup_without_its_key_is_refused(tmp_path):
+    live = Gallery(tmp_path / "pi" / "gallery.sqlite3", "model-a")
+    live.add_person("Ann", unit(1))
+    live.add_person("Bob", unit(2))
+    backup = live.backup(tmp_path / "backup.sqlite3")
+    live.close()
+    db = sqlite3.connect(backup, isolation_level=None)
+    db.execute("UPDATE embeddings SET person_id = (SELECT id FROM people WHERE name = 'Bob') "
+               "WHERE person_id = (SELECT id FROM people WHERE name = 'Ann')")  # Ann's face now opens for Bob
+    db.close()
+    target = tmp_path / "pi" / "gallery.sqlite3"
+    Gallery.restore(backup, target, "model-a")
+    restored = Gallery(target, "model-a")
+    assert restored.templates().names == ["Bob"]  # only Bob's own row
+    assert [m.split(":")[0] for m in restored.damaged_templates()] == ["'Bob'"]
+    restored.close()
+    db = sqlite3.connect(backup, isolation_level=None)
+    db.execute("DELETE FROM meta WHERE key = 'backup_signing_key'")
+    db.close()
+    before = target.read_bytes()
+    with pytest.raises(GalleryError, match="no valid signing key"):
+        Gallery.restore(backup, target, "model-a")
+    assert target.read_bytes() == before
+
+
+def test_a_schema_1_backup_is_restored_and_signed_when_opened(tmp_path):
+    backup = tmp_path / "old-backup.sqlite3"
+    db = sqlite3.connect(backup, isolation_level=None)
+    db.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created REAL NOT NULL);
+        CREATE TABLE embeddings (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+                                 model_sha256 TEXT NOT NULL, vector BLOB NOT NULL, created REAL NOT NULL);
+        CREATE TABLE events (id INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT NULL, person_id INTEGER, score REAL,
+                             detail TEXT NOT NULL DEFAULT '');
+        INSERT INTO meta VALUES ('schema_version', '1');
+        INSERT INTO people VALUES (1, 'Ann', 'admin', 0);
+    """)
+    db.execute("INSERT INTO embeddings VALUES (1, 1, 'model-a', ?, 0)", (unit(1).tobytes(),))
+    db.close()
+    target = tmp_path / "state" / "gallery.sqlite3"
+    assert Gallery.restore(backup, target, "model-a") == 1
+    assert Gallery(target, "model-a").templates().names == ["Ann"]
