@@ -40,7 +40,9 @@ class DetectorConfig:
 @dataclass
 class RecognitionConfig:
     model_dir: str = ""  # empty: the model shipped with face-kiosk
-    threshold: float = 0.0  # 0: the model's calibrated threshold; else a cosine in (0, 1)
+    false_accept_rate: float = 1e-4  # strangers let in per attempt (1e-7 .. 1e-2); sets the automatic threshold
+    threshold: float = 0.0  # 0: automatic (from false_accept_rate and the people enrolled); else a manual cosine in (0, 1)
+    allow_threshold_below_model: bool = False  # a manual threshold below the automatic one is refused unless this is true
     margin: float = 0.05  # the best person must lead the second best by this much
 
 
@@ -105,6 +107,28 @@ class Config:
     def snapshot_dir(self) -> Path:
         return Path(self.storage.state_dir) / "snapshots"
 
+    @property
+    def relay_record(self) -> Path:
+        """Relay pin and polarity of the last good start, for ``kiosk relay-off`` when the config is broken."""
+        return Path(self.storage.state_dir) / "relay.json"
+
+    @property
+    def service_lock(self) -> Path:
+        """Held by ``kiosk run`` while it runs; ``kiosk restore`` refuses while it is held."""
+        return Path(self.storage.state_dir) / "kiosk.lock"
+
+
+RANGES: dict[str, tuple[float, float]] = {
+    "recognition.false_accept_rate": (1e-7, 1e-2),
+    "decision.k": (1, 100),
+    "decision.n": (1, 100),
+    "decision.window_seconds": (0.1, 10),
+    "decision.rearm_seconds": (0.1, 60),
+    "decision.max_denied": (1, 50),
+    "decision.lockout_window_minutes": (1, 1440),
+    "decision.lockout_minutes": (0.5, 1440),
+}
+"""Keys bounded on both sides (inclusive); the error message names the range."""
 
 CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
     "camera.width": lambda v: 64 <= v <= 4096,
@@ -115,14 +139,7 @@ CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
     "detector.rotations": lambda v: all(-60 <= a <= 60 for a in v),
     "recognition.threshold": lambda v: 0 <= v < 1,
     "recognition.margin": lambda v: 0 <= v < 1,
-    "decision.k": lambda v: v >= 1,
-    "decision.n": lambda v: 1 <= v <= 100,
-    "decision.window_seconds": lambda v: v > 0,
     "decision.unlock_seconds": lambda v: 0 < v <= 60,
-    "decision.rearm_seconds": lambda v: v > 0,
-    "decision.max_denied": lambda v: v >= 1,
-    "decision.lockout_window_minutes": lambda v: v > 0,
-    "decision.lockout_minutes": lambda v: v > 0,
     "gpio.relay_pin": lambda v: 0 <= v <= 27,
     "gpio.led_pin": lambda v: 0 <= v <= 27,
     "gpio.button_pin": lambda v: 0 <= v <= 27,
@@ -184,12 +201,23 @@ def from_dict(data: dict) -> Config:
                 raise ConfigError(f"unknown config key {section}.{key} (known in [{section}]: {', '.join(hints)})")
             full = f"{section}.{key}"
             coerced = _coerce(full, value, hints[key])
+            if full in RANGES and not RANGES[full][0] <= coerced <= RANGES[full][1]:
+                low, high = RANGES[full]
+                raise ConfigError(f"config key {full} has an out-of-range value {value!r} (allowed: {low:g} to {high:g})")
             check = CHECKS.get(full)
             if check is not None and not check(coerced):
                 raise ConfigError(f"config key {full} has an out-of-range value {value!r}")
             setattr(target, key, coerced)
-    if config.decision.k > config.decision.n:
-        raise ConfigError(f"config key decision.k ({config.decision.k}) must not exceed decision.n ({config.decision.n})")
+    decision = config.decision
+    if decision.k > decision.n:
+        raise ConfigError(f"config key decision.k ({decision.k}) must not exceed decision.n ({decision.n})")
+    if 2 * decision.k < decision.n:
+        raise ConfigError(f"config key decision.k ({decision.k}) must be at least half of decision.n ({decision.n}): "
+                          "the door opens only when most recent frames agree")
+    gpio = config.gpio
+    if len({gpio.relay_pin, gpio.led_pin, gpio.button_pin}) < 3:
+        raise ConfigError(f"config keys gpio.relay_pin ({gpio.relay_pin}), gpio.led_pin ({gpio.led_pin}) and "
+                          f"gpio.button_pin ({gpio.button_pin}) must be three different pins")
     return config
 
 
