@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import fcntl
+import json
+import os
 import signal
 import sys
 import time
+import tomllib
 from pathlib import Path
 
-from kiosk.config import Config, load_config
+from kiosk.config import Config, ConfigError, GpioConfig, StorageConfig, load_config
 from kiosk.encoder import DEFAULT_MODEL_DIR, ModelInfo
 from kiosk.face import FaceKioskError
 
@@ -44,6 +48,68 @@ def _gallery(config: Config):
     return Gallery(config.database, info.sha256)
 
 
+class ServiceRunning(FaceKioskError):
+    """``<state_dir>/kiosk.lock`` is held: ``kiosk run`` (or a restore) is using the state folder."""
+
+
+def _lock_service(config: Config) -> int:
+    """Take ``<state_dir>/kiosk.lock`` exclusively, without waiting; the returned descriptor holds it until closed.
+
+    The kernel drops the lock when the holder dies, even by SIGKILL. The file
+    is readable by all (it is empty) so that one created by root does not
+    keep the service user from locking it.
+    """
+    path = config.service_lock
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        handle = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        handle = os.open(path, os.O_RDONLY | os.O_CLOEXEC)  # read-only file system: the file of an earlier start
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as error:
+        os.close(handle)
+        raise ServiceRunning(f"{path} is held by a running 'kiosk run' or 'kiosk restore'") from error
+    return handle
+
+
+def read_relay_record(path: Path) -> tuple[int, bool] | None:
+    """(relay pin, active high) recorded by the last good start, or None if there is no usable record."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        pin, active_high = record["relay_pin"], record["relay_active_high"]
+    except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError):
+        return None
+    if isinstance(pin, bool) or not isinstance(pin, int) or not 0 <= pin <= 27 or not isinstance(active_high, bool):
+        return None
+    return pin, active_high
+
+
+def _record_relay(config: Config) -> None:
+    """Remember this good start's relay pin and polarity for ``kiosk relay-off`` (written only when they change)."""
+    from kiosk.gallery import write_private_file
+
+    relay = (config.gpio.relay_pin, config.gpio.relay_active_high)
+    if read_relay_record(config.relay_record) == relay:
+        return
+    record = {"relay_pin": relay[0], "relay_active_high": relay[1]}
+    try:
+        write_private_file(config.relay_record, (json.dumps(record) + "\n").encode())
+    except OSError as error:
+        print(f"warning: cannot record the relay pin in {config.relay_record} ({error}); 'kiosk relay-off' uses the "
+              "config, or the defaults if the config breaks", file=sys.stderr)
+
+
+def _prune_events(gallery, config: Config) -> None:
+    """Delete old events; a full disk must not stop the door, so a failure is only reported."""
+    from kiosk.gallery import GalleryError
+
+    try:
+        gallery.prune_events(config.storage.event_retention_days)
+    except GalleryError as error:
+        print(f"warning: old events not pruned: {error}", file=sys.stderr)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from kiosk.demo import run_demo
 
@@ -70,15 +136,35 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        lock = _lock_service(config)  # before any GPIO: a second 'kiosk run' must not touch the running door's relay
+    except ServiceRunning as error:
+        raise FaceKioskError(f"the door is already running ({error}); see: systemctl status kiosk") from error
+    except OSError as error:
+        lock = None
+        print(f"warning: cannot lock {config.service_lock} ({error}); 'kiosk restore' cannot tell that the door runs",
+              file=sys.stderr)
     pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
-    hardware = DoorHardware(pins, make_pin_factory(args.simulate))
-    door = None
+    try:
+        hardware = DoorHardware(pins, make_pin_factory(args.simulate))
+    except BaseException:
+        if lock is not None:
+            os.close(lock)
+        raise
+    _record_relay(config)
+    door = gallery = None
     try:
         detector = DetectorSettings(work_width=config.detector.work_width, min_face_fraction=config.detector.min_face_fraction,
                                     rotations=tuple(config.detector.rotations))
         pipeline = FacePipeline(_model_dir(config), detector)
         gallery = Gallery(config.database, pipeline.encoder.info.sha256)
-        gallery.prune_events(config.storage.event_retention_days)
+        _prune_events(gallery, config)
+        for message in gallery.damaged_templates():
+            print(f"warning: {message}", file=sys.stderr)
+        if gallery.read_only:
+            print(f"warning: gallery {config.database} is read-only (disk full or read-only file system): the door runs "
+                  "with the people enrolled now, events wait in memory until it can be written, enrolling fails; "
+                  f"free space (df -h {config.database.parent})", file=sys.stderr)
         camera = ReconnectingCamera(lambda: open_camera(config.camera.source, config.camera.width, config.camera.height))
         from kiosk.liveness import make_liveness
 
@@ -130,7 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 door.reload_gallery()
                 last_reload = time.monotonic()
             if time.monotonic() - last_prune > 86400:
-                gallery.prune_events(config.storage.event_retention_days)
+                _prune_events(gallery, config)
                 last_prune = time.monotonic()
             time.sleep(max(0.0, period - (time.monotonic() - started)))
         if args.stats and reports:
@@ -140,11 +226,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     finally:
         notifier.stopping()
-        if door is not None:
-            door.close()
-        else:
-            hardware.close()
-        notifier.close()
+        try:
+            if door is not None:
+                door.close()
+            else:
+                hardware.close()
+        finally:
+            if gallery is not None:
+                gallery.close()
+            if lock is not None:
+                os.close(lock)
+            notifier.close()
 
 
 def _print_stats(summary: dict[str, tuple[float, float]]) -> None:
@@ -164,14 +256,60 @@ def cmd_selftest(args: argparse.Namespace) -> int:
 
 
 def cmd_relay_off(args: argparse.Namespace) -> int:
-    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+    """Switch the relay off after any stop (systemd's ExecStopPost); never gives up without trying.
 
-    config = _config(args)
-    pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
-    hardware = DoorHardware(pins, make_pin_factory(args.simulate))
-    hardware.close()  # closing switches the relay off first
-    print(f"relay on GPIO {pins.relay} is off")
-    return 0
+    The pin and polarity come from the config when it is valid, else from the
+    record of the last good start, else from the defaults. When the valid
+    config names another relay pin than the last good start used (the config
+    was edited while the door ran), that recorded pin is switched off too,
+    unless the config now gives it to the LED or the button.
+    """
+    from kiosk.gpio import HardwareError, make_pin_factory, switch_relay_off
+
+    factory = make_pin_factory(args.simulate)
+    failed = False
+    for source, pin, active_high in _relay_off_targets(args):
+        try:
+            switch_relay_off(pin, active_high, factory)
+        except HardwareError as error:
+            failed = True
+            print(f"kiosk relay-off: error: {error}", file=sys.stderr)
+            continue
+        print(f"relay on GPIO {pin} ({'active-high' if active_high else 'active-low'}, from {source}) is off")
+    return 2 if failed else 0
+
+
+def _relay_off_targets(args: argparse.Namespace) -> list[tuple[str, int, bool]]:
+    """(where it came from, relay pin, active high) for each relay ``kiosk relay-off`` switches off."""
+    try:
+        config = _config(args)
+    except (ConfigError, OSError) as error:
+        print(f"kiosk relay-off: warning: the config cannot be used ({error})", file=sys.stderr)
+        record_path = _state_dir_despite_config(args) / "relay.json"
+        record = read_relay_record(record_path)
+        if record is not None:
+            return [(f"the record of the last good start, {record_path}", *record)]
+        defaults = GpioConfig()
+        print(f"kiosk relay-off: warning: no usable {record_path} either; using the defaults", file=sys.stderr)
+        return [("the built-in defaults", defaults.relay_pin, defaults.relay_active_high)]
+    gpio = config.gpio
+    targets = [("the config", gpio.relay_pin, gpio.relay_active_high)]
+    record = read_relay_record(config.relay_record)
+    if record is not None and record[0] not in (gpio.relay_pin, gpio.led_pin, gpio.button_pin):
+        targets.append((f"the last good start, {config.relay_record}, which the config no longer names", *record))
+    return targets
+
+
+def _state_dir_despite_config(args: argparse.Namespace) -> Path:
+    """The state folder when the config is invalid: --state-dir, else storage.state_dir if it can be read, else the default."""
+    if args.state_dir:
+        return Path(args.state_dir)
+    path = args.config or DEFAULT_CONFIG
+    try:
+        state_dir = tomllib.loads(Path(path).read_text(encoding="utf-8"))["storage"]["state_dir"]
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, KeyError, TypeError):
+        state_dir = None
+    return Path(state_dir) if isinstance(state_dir, str) else Path(StorageConfig().state_dir)
 
 
 def cmd_enroll(args: argparse.Namespace) -> int:
@@ -229,6 +367,8 @@ def cmd_people(args: argparse.Namespace) -> int:
             for p in people:
                 created = datetime.datetime.fromtimestamp(p.created).strftime("%Y-%m-%d %H:%M")
                 print(f"{p.name:24s} {p.role:6s} {p.embeddings:3d} embeddings  enrolled {created}")
+            for message in gallery.damaged_templates():
+                print(f"warning: {message}", file=sys.stderr)
         elif args.action == "rename":
             gallery.rename(args.name, args.new_name)
             print(f"renamed {args.name!r} to {args.new_name!r}")
@@ -274,8 +414,23 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
     config = _config(args)
     info = ModelInfo.load(_model_dir(config) / "encoder.json")
-    people = Gallery.restore(args.file, config.database, info.sha256)
-    print(f"restored {people} people into {config.database}; restart the service: sudo systemctl restart kiosk")
+    try:
+        lock = _lock_service(config)
+    except ServiceRunning as error:
+        raise FaceKioskError(f"the door is running ({error}): stop the service first: sudo systemctl stop kiosk; "
+                             "then restore, then sudo systemctl start kiosk") from error
+    try:
+        people = Gallery.restore(args.file, config.database, info.sha256)
+        gallery = Gallery(config.database, info.sha256)
+        try:
+            damaged = gallery.damaged_templates()
+        finally:
+            gallery.close()
+    finally:
+        os.close(lock)
+    for message in damaged:
+        print(f"warning: {message}", file=sys.stderr)
+    print(f"restored {people} people into {config.database}; start the service again: sudo systemctl start kiosk")
     return 0
 
 
@@ -339,7 +494,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--button", action="store_true", help="also wait for a press of the enrol button")
     p.set_defaults(handler=cmd_selftest)
 
-    p = sub.add_parser("relay-off", help="force the door relay off (the service runs this after it stops)")
+    p = sub.add_parser("relay-off", help="force the door relay off (the service runs this after it stops)",
+                       description="Drive the relay off: pins from the config, or if it is broken from the record of the "
+                                   "last good start (<state_dir>/relay.json), or the defaults; says which.")
     with_config(p)
     p.add_argument("--simulate", action="store_true", help="mock GPIO pins")
     p.set_defaults(handler=cmd_relay_off)
@@ -373,8 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", type=Path, metavar="FILE")
     p.set_defaults(handler=cmd_backup)
 
-    p = sub.add_parser("restore", help="replace the gallery with a backup made by 'kiosk backup'",
-                       description="Replace the gallery with a backup; refuses a damaged file or one made with a different model.")
+    p = sub.add_parser("restore", help="replace the gallery with a backup made by 'kiosk backup' (service stopped)",
+                       description="Replace the gallery with a backup; refuses while the service runs, and refuses a "
+                                   "damaged file or one made with a different model. Every face in it is checked with "
+                                   "the key the backup carries and re-signed with this device's key.")
     with_config(p)
     p.add_argument("file", type=Path, metavar="FILE")
     p.set_defaults(handler=cmd_restore)

@@ -7,7 +7,9 @@ gpiozero's ``MockFactory`` so every device works without hardware.
 Fail-secure: the relay is created switched off, :meth:`DoorHardware.lock`
 switches it off, and :meth:`DoorHardware.close` switches it off before
 releasing the pins. An error talking to the relay is re-raised after a
-last attempt to switch it off.
+last attempt to switch it off. On Raspberry Pi OS a released output keeps
+its last level, so after a crash :func:`switch_relay_off` (``kiosk
+relay-off``, systemd's ``ExecStopPost``) drives it off from a fresh process.
 """
 
 from __future__ import annotations
@@ -41,6 +43,26 @@ class Pins:
     led: int = 27
     button: int = 22
     relay_active_high: bool = False  # most opto-isolated relay boards switch on a LOW input
+
+
+def switch_relay_off(pin: int, active_high: bool, pin_factory=None) -> None:
+    """Drive the relay input on ``pin`` to its off level and release it (it keeps that level).
+
+    Only the relay is touched: a broken LED or button must not stop the door
+    being locked.
+    """
+    from gpiozero import OutputDevice
+    from gpiozero.exc import GPIOZeroError
+
+    try:
+        relay = OutputDevice(pin, active_high=active_high, initial_value=False, pin_factory=pin_factory)
+        try:
+            relay.off()
+        finally:
+            relay.close()
+    except (GPIOZeroError, OSError, RuntimeError) as error:
+        raise HardwareError(f"cannot drive the relay on GPIO {pin} off: {error}. Is python3-lgpio installed and the "
+                            "user in the gpio group? Until this works, the strike may still be powered.") from error
 
 
 def make_pin_factory(simulate: bool):

@@ -93,7 +93,10 @@ def test_gpio_error_when_opening_leaves_the_relay_off(tmp_path):
     with pytest.raises(HardwareError, match="cannot set up GPIO"):
         DoorHardware(Pins(relay=17, led=17, button=22), factory)  # LED on the relay's pin: a wiring/config error
     relay = factory.pin(17)
-    assert relay.state == 1 or relay.function == "input", "the relay was released in its off state"
+    # A released line keeps its last level on a Pi: that level must be HIGH, the off level of this active-low relay,
+    # and the relay must never have been driven on (LOW) after it became an output.
+    assert relay.state is True, "the relay was released in its off state"
+    assert all(change.state for change in relay.states[1:]), "the relay was never switched on"
 
 
 def test_locked_database_is_a_clear_error_and_changes_nothing(tmp_path):
