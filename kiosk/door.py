@@ -6,10 +6,17 @@ clock is injected (a fake clock in tests and the demo). Fail-secure: the
 relay is switched off before anything else on an exception, on a lost
 camera, on enrolment, and on :meth:`Door.close`; it is on only while the
 decision says so.
+
+The door also draws the boundaries of attempts (:mod:`kiosk.decision`): a
+face that appears, jumps (:func:`kiosk.face.same_track`) or is recognised as
+someone else starts a new attempt, a second face restarts it, and the
+liveness check is reset with it, so its verdict is that one face track's. A
+lockout is saved in the gallery (as wall-clock time) and survives a restart.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import deque
@@ -20,9 +27,9 @@ import numpy as np
 
 from kiosk.camera import EndOfStream, ReconnectingCamera
 from kiosk.config import Config
-from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Observation, Step
+from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment
-from kiosk.face import FaceKioskError, FaceTracker
+from kiosk.face import Face, FaceKioskError, FaceTracker, same_track
 from kiosk.gallery import Gallery, GalleryError
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
@@ -33,6 +40,8 @@ log = logging.getLogger(__name__)
 
 UNSAVED_EVENTS_KEPT = 1000
 """Events kept in memory while the event log cannot be written (a full disk)."""
+LOCKOUT_STATE = "lockout"
+"""The gallery state key of the saved lockout (wall-clock end and recent suspicious attempts)."""
 
 
 @dataclass
@@ -50,6 +59,7 @@ class FrameReport:
     event: Event | None = None
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    events: tuple[Event, ...] = ()
 
 
 def decision_settings(config: Config) -> DecisionSettings:
@@ -61,7 +71,7 @@ def decision_settings(config: Config) -> DecisionSettings:
 
 
 class Door:
-    """One door: call :meth:`process_frame` in a loop (or :meth:`run`)."""
+    """One door: call :meth:`process_frame` in a loop (or :meth:`step`)."""
 
     def __init__(self, config: Config, camera: ReconnectingCamera, pipeline: FacePipeline, gallery: Gallery,
                  hardware: DoorHardware, clock: Callable[[], float] = time.monotonic,
@@ -75,17 +85,21 @@ class Door:
         self.liveness = liveness or NoLivenessCheck()
         self.tracker = FaceTracker(pipeline.finder)
         self.decision = DoorDecision(decision_settings(config))
-        self.threshold = config.recognition.threshold or pipeline.encoder.threshold
         self.enrollment: ButtonEnrollment | None = None
         self._button_was_pressed = False
         self._camera_was_up = True
-        self._templates = gallery.templates()
+        self._track_face: Face | None = None
+        self._track_seen = float("-inf")
+        self._track_person: str | None = None
+        self._saved_lockout: float | None = None
         self.unsaved_events: deque[tuple[float, Event]] = deque(maxlen=UNSAVED_EVENTS_KEPT)
         """Events not yet written to the event log (the disk was full); retried with the next one."""
         self.frames = 0
         self.last_event: Event | None = None
         hardware.lock()
         hardware.show(Led.IDLE)
+        self.reload_gallery()
+        self._restore_lockout()
 
     # The loop ----------------------------------------------------------------------------------
 
@@ -105,7 +119,8 @@ class Door:
             self.hardware.show(Led.ERROR)
             event = Event("error", None, None, str(error)[:500])
             self._record(event)
-            return FrameReport(self.clock(), relay_on=self.hardware.relay_on, led=Led.ERROR, event=event, error=str(error))
+            return FrameReport(self.clock(), relay_on=self.hardware.relay_on, led=Led.ERROR, event=event, error=str(error),
+                               events=(event,))
 
     def process_frame(self) -> FrameReport:
         """Read one frame and act on it. Any exception leaves the relay off and propagates."""
@@ -137,31 +152,48 @@ class Door:
             embedded = self.pipeline.embed_face(frame, faces[0])
             timings["encode"] = _ms(start)
 
-        if self.enrollment is not None:
-            return self._enrolment_frame(now, len(faces), embedded, timings)
-
         start = time.perf_counter()
         usable = embedded is not None and embedded.usable
         result = match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin) if usable else None
         timings["match"] = _ms(start)
-        live = None
+        new_attempt, restart = self._attempt_boundary(now, faces, result)
+        live = Liveness.OFF
         if faces:
             start = time.perf_counter()
-            live = self.liveness.check(frame, faces[0])
+            if new_attempt or restart:
+                self.liveness.reset()
+            live = self.liveness.check(frame, faces[0], now)
             timings["liveness"] = _ms(start)
-        else:
-            self.liveness.reset()
+        obs = Observation(time=now, face=bool(faces), person=result.person if result else None,
+                          score=result.score if result else None, others=max(0, len(faces) - 1), live=live,
+                          candidate=result.best if result else None, runner_up=result.runner_up_name if result else None,
+                          near_miss=bool(result and result.above(self.threshold)), new_attempt=new_attempt, restart=restart)
+        if self.enrollment is not None:
+            return self._enrolment_frame(obs, len(faces), embedded, frame, timings)
 
         start = time.perf_counter()
-        step = self.decision.observe(
-            Observation(time=now, face=bool(faces), person=result.person if result else None,
-                        score=result.score if result else None, others=max(0, len(faces) - 1), live=live)
-        )
+        step = self.decision.observe(obs)
         self._apply(step)
         timings["decide"] = _ms(start)
         if step.event is not None and embedded is not None and self.config.storage.snapshots:
             self._snapshot(step.event, embedded.crop, now)
-        return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None, step.event, timings)
+        return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None,
+                           step.event, timings, events=step.events)
+
+    def _attempt_boundary(self, now: float, faces: list[Face], result: Match | None) -> tuple[bool, bool]:
+        """(new attempt, restart): a face appeared, jumped or became someone else; a second face is in view."""
+        if not faces:
+            return False, False
+        face, person = faces[0], result.person if result else None
+        continues = (self._track_face is not None and now - self._track_seen <= self.decision.settings.track_gap_seconds
+                     and same_track(self._track_face, face))
+        switched = person is not None and self._track_person is not None and person != self._track_person
+        new_attempt = not continues or switched
+        if new_attempt:
+            self._track_person = None
+        self._track_face, self._track_seen = face, now
+        self._track_person = person or self._track_person
+        return new_attempt, len(faces) > 1 and not new_attempt
 
     def _apply(self, step: Step) -> None:
         if step.relay_on:
@@ -169,8 +201,9 @@ class Door:
         else:
             self.hardware.lock()
         self.hardware.show(step.led)
-        if step.event is not None:
-            self._record(step.event)
+        for event in step.events:
+            self._record(event)
+        self._save_lockout()
 
     def _record(self, event: Event) -> None:
         """Make ``event`` the last event and write it to the log; if the disk is full, keep it in memory.
@@ -179,6 +212,7 @@ class Door:
         lock people out (nor let anyone in). Unsaved events are written, oldest
         first, as soon as a write succeeds again.
         """
+        self.last_event = event
         self.unsaved_events.append((self.gallery.clock(), event))
         try:
             while self.unsaved_events:
@@ -187,6 +221,42 @@ class Door:
                 self.unsaved_events.popleft()
         except GalleryError as error:
             log.error("event log not saved (%d event(s) waiting in memory): %s", len(self.unsaved_events), error)
+
+    # Lockout across restarts ------------------------------------------------------------------
+
+    def _save_lockout(self) -> None:
+        """Save the lockout (and the suspicious attempts counting towards one) as wall-clock times, when they change."""
+        decision, now, wall = self.decision, self.clock(), self.gallery.clock()
+        marker = decision.locked_out_until if decision.locked_out_until is not None else -float(len(decision.suspicious))
+        if marker == self._saved_lockout:
+            return
+        state = {"until": None if decision.locked_out_until is None else wall + decision.locked_out_until - now,
+                 "suspicious": [wall - (now - t) for t in decision.suspicious]}
+        try:
+            self.gallery.save_state(LOCKOUT_STATE, json.dumps(state))
+            self._saved_lockout = marker
+        except GalleryError as error:
+            log.error("lockout not saved (it holds until the service restarts): %s", error)
+
+    def _restore_lockout(self) -> None:
+        """Resume a lockout saved before a restart (a damaged record is logged and ignored, never an unlock)."""
+        try:
+            saved = self.gallery.load_state(LOCKOUT_STATE)
+            state = json.loads(saved) if saved else {}
+            until, suspicious = state.get("until"), [float(t) for t in state.get("suspicious", [])]
+        except (GalleryError, ValueError, TypeError) as error:
+            log.error("saved lockout unreadable, ignored: %s", error)
+            return
+        now, wall = self.clock(), self.gallery.clock()
+        window = self.decision.settings.lockout_window_seconds
+        self.decision.suspicious.extend(now - (wall - t) for t in sorted(suspicious) if 0 <= wall - t <= window)
+        if until is not None and float(until) > wall:
+            remaining = min(float(until) - wall, self.decision.settings.lockout_seconds)
+            self.decision.locked_out_until = now + remaining
+            self.hardware.show(Led.LOCKED_OUT)
+            log.warning("locked out for another %.0f s (saved before the restart)", remaining)
+
+    # Snapshots and the camera -------------------------------------------------------------------
 
     def _snapshot(self, event: Event, crop: np.ndarray, now: float) -> None:
         """Keep the face crop of an event (only when ``storage.snapshots`` is on); a failed write is logged."""
@@ -209,53 +279,65 @@ class Door:
         if not step.relay_on:
             self.hardware.lock()
         self.hardware.show(Led.ERROR)
-        event = None
+        self._track_face = None
+        events = list(step.events)
+        for event in events:
+            self._record(event)
         if self._camera_was_up:
             self._camera_was_up = False
-            event = Event("error", None, None, f"camera lost: {self.camera.last_error}")
-            self._record(event)
-        return FrameReport(now, relay_on=self.hardware.relay_on, led=Led.ERROR, camera_up=False, event=event, timings=timings)
+            events.append(Event("error", None, None, f"camera lost: {self.camera.last_error}"))
+            self._record(events[-1])
+        return FrameReport(now, relay_on=self.hardware.relay_on, led=Led.ERROR, camera_up=False,
+                           event=events[-1] if events else None, timings=timings, events=tuple(events))
 
     # Enrolment -----------------------------------------------------------------------------------
 
     def _check_button(self, now: float) -> None:
         pressed = self.hardware.button_pressed
         if pressed and not self._button_was_pressed and self.enrollment is None:
-            self.start_enrollment(now)
+            if self.decision.locked_out_until is not None:
+                self._record(Event("denied", None, None, "enrol button pressed during a lockout: ignored"))
+            else:
+                self.start_enrollment(now)
         self._button_was_pressed = pressed
 
     def start_enrollment(self, now: float) -> None:
         """Begin button enrolment (the door stays locked throughout)."""
         self.hardware.lock()
-        self.enrollment = ButtonEnrollment(self.gallery, self.config.enrollment, self.threshold,
-                                           self.config.recognition.margin, now, k=self.config.decision.k)
+        self.decision.attempt = None
+        self._track_face = None  # the admin check starts a fresh attempt
+        self.enrollment = ButtonEnrollment(self.gallery, self.config.enrollment, self.decision.settings, now)
         self.hardware.show(Led.ENROLLING)
 
-    def _enrolment_frame(self, now: float, faces: int, embedded, timings: dict[str, float]) -> FrameReport:
+    def _enrolment_frame(self, obs: Observation, faces: int, embedded, frame: np.ndarray,
+                         timings: dict[str, float]) -> FrameReport:
         enrollment = self.enrollment
         assert enrollment is not None
         self.hardware.lock()
-        enrollment.feed(now, faces, embedded)
+        if enrollment.feed(obs, faces, embedded):
+            self.liveness.reset()  # the capture's liveness verdict is the new face's alone
+            self._track_face = None
         event = None
         if enrollment.finished:
             self.enrollment = None
             if enrollment.person is not None:
-                self._templates = self.gallery.templates()
+                self.reload_gallery()
                 event = Event("enrolled", enrollment.person.name, None, enrollment.message)
+                self.last_event = event
                 self.hardware.show(Led.GRANTED)
             else:
                 event = Event("error", None, None, f"enrolment: {enrollment.message}")
                 self._record(event)
                 self.hardware.show(Led.DENIED)
-            self.last_event = event
         else:
             self.hardware.show(Led.ENROLLING)
-        return FrameReport(now, faces, None, None, self.hardware.relay_on, self.hardware.pattern, True,
-                           enrollment.phase.value, event, timings)
+        return FrameReport(obs.time, faces, None, None, self.hardware.relay_on, self.hardware.pattern, True,
+                           enrollment.phase.value, event, timings, events=(event,) if event else ())
 
     def reload_gallery(self) -> None:
-        """Pick up people enrolled or removed by another process (``kiosk enroll`` / ``people``)."""
+        """Pick up people enrolled or removed by another process (``kiosk enroll`` / ``people``), and the threshold."""
         self._templates = self.gallery.templates()
+        self.threshold = self.config.recognition.threshold or self.pipeline.encoder.threshold
 
     def close(self) -> None:
         """Relay off, LED off, release the camera and pins."""

@@ -1,12 +1,19 @@
 """Enrolment: from photos (``kiosk enroll NAME --images``) or at the door (the button).
 
-At the door, pressing the button starts :class:`ButtonEnrollment`: if
-nobody is enrolled yet, the first person becomes admin; otherwise an admin
-must first be recognised (so a stranger cannot enrol themselves). Then good
-frames of the new face are collected for ``capture_seconds``: exactly one
-face, large enough, sharp enough, and each new frame a little different
-from the ones kept (pose variety). The person is stored as ``person-<n>``
-until renamed.
+Enrolment is as strict as an unlock. At the door, pressing the button
+starts :class:`ButtonEnrollment`: an admin must first pass the same check as
+an unlock (``k`` of ``n`` frames, live), then the new person's face is
+collected for ``capture_seconds`` from one face track (exactly one face,
+large enough, sharp enough, each new frame a little different from the
+ones kept), and stored only if that track passes the liveness check too. The
+button never creates the first admin: with nobody (or no admin) enrolled it
+refuses and says how to enrol one at install time (``kiosk enroll NAME
+--camera --role admin``, whose operator is trusted: ``trusted=True``).
+People enrolled with the button are users named ``person-<n>`` until renamed.
+
+From photos, the photos must agree: one that does not match the others is
+named and refused, and a face that already matches another enrolled person
+needs ``force``.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ import cv2
 import numpy as np
 
 from kiosk.config import EnrollmentConfig
+from kiosk.decision import DecisionSettings, DoorDecision, Liveness, Observation
 from kiosk.face import FaceKioskError, ImageError, image_files, read_image
-from kiosk.gallery import Gallery, Person
+from kiosk.gallery import Gallery, Person, Templates
 from kiosk.match import match
 from kiosk.pipeline import FaceEmbedding, FacePipeline
 
@@ -54,9 +62,16 @@ def frame_quality(faces: int, embedded: FaceEmbedding | None, settings: Enrollme
 
 
 def enroll_from_images(name: str, paths: Iterable[Path], pipeline: FacePipeline, gallery: Gallery,
-                       role: str | None = None, force: bool = False) -> tuple[Person, list[str]]:
-    """Enrol ``name`` from photo files; returns the person and one note per skipped file."""
-    vectors, notes = [], []
+                       role: str | None = None, force: bool = False, threshold: float | None = None) -> tuple[Person, list[str]]:
+    """Enrol ``name`` from photo files; returns the person and one note per skipped file.
+
+    Refuses (nothing enrolled) when a photo does not match the others, or when
+    the face already matches someone else enrolled and ``force`` is not set.
+    ``threshold`` is the cosine two photos of one person must reach (default:
+    the model's calibrated per-comparison threshold).
+    """
+    threshold = pipeline.encoder.threshold if threshold is None else threshold
+    vectors, used, notes = [], [], []
     for path in paths:
         try:
             image = read_image(path)
@@ -74,9 +89,48 @@ def enroll_from_images(name: str, paths: Iterable[Path], pipeline: FacePipeline,
             notes.append(f"skipped: the face in {path} is not clear enough (blurred, dark or not a face)")
             continue
         vectors.append(embedded.embedding)
+        used.append(Path(path))
     if not vectors:
         raise EnrollmentError(f"no usable face in the given images; {name!r} was not enrolled")
-    return gallery.add_person(name, np.stack(vectors), role), notes
+    stacked = np.stack(vectors)
+    check_photos_agree(stacked, used, threshold, name)
+    if not force:
+        check_not_enrolled(stacked, gallery.templates(), threshold, name)
+    return gallery.add_person(name, stacked, role), notes
+
+
+def check_photos_agree(vectors: np.ndarray, paths: list[Path], threshold: float, name: str) -> None:
+    """Refuse photos that do not show the same person: each must match at least one other (the majority's face).
+
+    One photo of someone else among the enrolment photos would let that other
+    person open the door; it is named so the user can take it out.
+    """
+    if len(vectors) < 2:
+        return
+    similarity = vectors @ vectors.T
+    np.fill_diagonal(similarity, -1.0)
+    best = similarity.max(axis=1)
+    odd = [f"{path} (best match with the others {score:.2f}, needs {threshold:.2f})"
+           for path, score in zip(paths, best) if score <= threshold]
+    if odd:
+        raise EnrollmentError(f"these photos do not match the other photos of {name!r}, so they may show someone "
+                              f"else: {'; '.join(odd)}. Remove them (or use clearer photos) and enrol again; "
+                              "nobody was enrolled")
+
+
+def check_not_enrolled(vectors: np.ndarray, templates: Templates, threshold: float, name: str) -> None:
+    """Refuse a face that already matches another enrolled person (the same person twice, or a look-alike)."""
+    if not templates.names:
+        return
+    similarity = templates.vectors @ vectors.T  # templates x photos
+    best_per_person: dict[str, float] = {}
+    for person, scores in zip(templates.names, similarity):
+        best_per_person[person] = max(best_per_person.get(person, -1.0), float(np.median(scores)))
+    person, score = max(best_per_person.items(), key=lambda item: item[1])
+    if score > threshold and person != name:
+        raise EnrollmentError(f"these photos match {person!r}, who is already enrolled (score {score:.2f} > "
+                              f"{threshold:.2f}); {name!r} was not enrolled. If they really are different people, "
+                              "enrol again with --force (the door then needs a clear lead between them)")
 
 
 def image_paths(items: Iterable[Path]) -> list[Path]:
@@ -100,81 +154,119 @@ class Phase(enum.Enum):
     FAILED = "failed"
 
 
+NO_ADMIN = ("no admin is enrolled yet, so the button cannot enrol anyone: enrol the first admin at install time "
+            "with 'kiosk enroll NAME --camera --role admin' (or --images PHOTOS)")
+
+
 @dataclass
 class ButtonEnrollment:
-    """One enrolment started by the button; feed it every frame until it is done or failed."""
+    """One enrolment started by the button; feed it every frame until it is done or failed.
+
+    The door builds each frame's :class:`~kiosk.decision.Observation` exactly
+    as for an unlock and passes it to :meth:`feed` with the frame's face count
+    and embedding; while an admin is awaited, the observation goes through a
+    :class:`~kiosk.decision.DoorDecision` of its own, so the admin passes
+    precisely the unlock rule (``k`` of ``n`` frames, live).
+    """
 
     gallery: Gallery
     settings: EnrollmentConfig
-    threshold: float
-    margin: float
+    decision: DecisionSettings
     started: float
-    k: int = 3
     name: str | None = None  # None: the next free person-<n>
+    trusted: bool = False  # the operator at a shell: no admin check, and the role is the caller's
+    role: str | None = None
     phase: Phase = Phase.CAPTURE
     deadline: float = 0.0
     message: str = ""
     kept: list[np.ndarray] = field(default_factory=list)
-    admin_votes: dict[str, int] = field(default_factory=dict)
     person: Person | None = None
+    admin: str | None = None
 
     def __post_init__(self) -> None:
-        self._templates = self.gallery.templates()
         self._admins = self.gallery.admins()
-        if self.gallery.people() and self.settings.require_admin:
+        self._admin_check = DoorDecision(self.decision)
+        if self.trusted or not self.settings.require_admin:
+            if not self.trusted and not self._admins:
+                self._fail(NO_ADMIN)
+                return
+            self._start_capture(self.started)
+        elif not self._admins:
+            self._fail(NO_ADMIN)
+        else:
             self.phase = Phase.AWAIT_ADMIN
             self.deadline = self.started + self.settings.admin_timeout_seconds
             self.message = "an admin must look at the camera first"
-        else:
-            self._start_capture(self.started)
 
     def _start_capture(self, now: float) -> None:
         self.phase = Phase.CAPTURE
         self.deadline = now + self.settings.capture_seconds
+        self.kept.clear()
         self.message = "look at the camera, turn your head a little"
 
     @property
     def finished(self) -> bool:
         return self.phase in (Phase.DONE, Phase.FAILED)
 
-    def feed(self, now: float, faces: int, embedded: FaceEmbedding | None) -> None:
-        """Take one frame (its face count and the largest face's embedding)."""
+    @property
+    def awaiting_admin(self) -> bool:
+        return self.phase is Phase.AWAIT_ADMIN
+
+    def feed(self, obs: Observation, faces: int, embedded: FaceEmbedding | None) -> bool:
+        """Take one frame; returns True when the capture (re)started, so the door resets its liveness check."""
         if self.finished:
-            return
+            return False
+        now = obs.time
         if self.phase is Phase.AWAIT_ADMIN:
-            if now > self.deadline:
-                self._fail("no admin was recognised in time; enrolment refused")
-                return
-            if embedded is not None and embedded.usable:
-                result = match(embedded.embedding, self._templates, self.threshold, self.margin)
-                if result.person is not None and result.person in self._admins:
-                    self.admin_votes[result.person] = self.admin_votes.get(result.person, 0) + 1
-                    if self.admin_votes[result.person] >= self.k:
-                        self.message = f"admin {result.person} recognised"
-                        self._start_capture(now)
-            return
-        if now > self.deadline:
-            if len(self.kept) >= max(2, self.settings.frames // 2):
+            return self._feed_admin(obs)
+        if obs.new_attempt or obs.restart:
+            self.kept.clear()  # one capture is one face track: never a mix of two faces
+        if obs.live is Liveness.SPOOF:
+            self._fail("the new face failed the liveness check (a photo or a screen?); nobody was enrolled")
+            return False
+        enough = len(self.kept) >= self.settings.frames or (now > self.deadline and len(self.kept) >= max(2, self.settings.frames // 2))
+        if enough:
+            if obs.live in (Liveness.LIVE, Liveness.OFF):
                 self._store()
-            else:
-                self._fail(f"only {len(self.kept)} good frames in {self.settings.capture_seconds:g} s; nobody was enrolled")
-            return
+            elif now > self.deadline:
+                self._fail("no proof of life during the capture (the face did not move); nobody was enrolled")
+            return False
+        if now > self.deadline:
+            self._fail(f"only {len(self.kept)} good frames in {self.settings.capture_seconds:g} s; nobody was enrolled")
+            return False
         if frame_quality(faces, embedded, self.settings) is not None:
-            return
+            return False
         vector = embedded.embedding
         if self.kept and max(float(v @ vector) for v in self.kept) > VARIETY_MAX_COSINE:
-            return
-        if self._templates.names:
-            known = match(vector, self._templates, self.threshold, self.margin)
-            if known.person is not None and self.phase is Phase.CAPTURE and self.admin_votes.get(known.person):
-                return  # still the admin in front of the camera, not the new person
+            return False
+        if self.admin is not None and obs.person == self.admin:
+            return False  # still the admin in front of the camera, not the new person
         self.kept.append(vector)
-        if len(self.kept) >= self.settings.frames:
-            self._store()
+        return False
+
+    def _feed_admin(self, obs: Observation) -> bool:
+        if obs.time > self.deadline:
+            self._fail("no admin was recognised in time; enrolment refused")
+            return False
+        step = self._admin_check.observe(obs)
+        event = step.event
+        if event is None:
+            return False
+        if event.kind == "spoof":
+            self._fail(f"the admin check failed the liveness check ({event.detail}); enrolment refused")
+        elif event.kind == "granted" and event.person in self._admins:
+            self.admin = event.person
+            self._start_capture(obs.time)
+            self.message = f"admin {event.person} recognised; now the new person looks at the camera"
+            return True
+        elif event.kind == "granted":
+            self._fail(f"{event.person} is not an admin; enrolment refused")
+        return False
 
     def _store(self) -> None:
         name = self.name or self.gallery.next_auto_name()
-        self.person = self.gallery.add_person(name, np.stack(self.kept))
+        role = self.role if self.trusted else "user"
+        self.person = self.gallery.add_person(name, np.stack(self.kept), role)
         self.phase = Phase.DONE
         self.message = f"enrolled {name} ({self.person.role}) from {len(self.kept)} frames"
 

@@ -258,6 +258,24 @@ class FaceTracker:
         return drop_enclosing(faces)
 
 
+TRACK_MAX_SHIFT = 0.5
+"""A face whose centre moved more than this many face widths since the last frame is another face."""
+TRACK_SIZE_RATIO = 1.5
+"""... as is one that grew or shrank by more than this factor."""
+
+
+def same_track(previous: Face, current: Face) -> bool:
+    """Whether ``current`` continues ``previous`` (the next frame of the same face), not a jump to another.
+
+    A person moves a fraction of a face width between frames at the door's frame
+    rate; a photo swapped in, a second face that became the largest, or a jump
+    in size breaks the track, so the door starts a new attempt.
+    """
+    shift = np.hypot(current.center[0] - previous.center[0], current.center[1] - previous.center[1])
+    ratio = current.w / max(previous.w, 1e-6)
+    return shift <= TRACK_MAX_SHIFT * previous.w and 1 / TRACK_SIZE_RATIO <= ratio <= TRACK_SIZE_RATIO
+
+
 def drop_enclosing(faces: list[Face]) -> list[Face]:
     """Largest first, without boxes that enclose a smaller face.
 

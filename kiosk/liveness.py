@@ -1,9 +1,10 @@
 """Liveness: is the face at the door a live person rather than a photo?
 
-The door asks a :class:`LivenessCheck` once per frame with a face and calls
-``reset()`` when the face leaves; the answer goes into the decision (an
-unlock needs it not to be False, and a False at the moment of a match is
-logged as a ``spoof`` event). :func:`make_liveness` builds the check the
+The door asks a :class:`LivenessCheck` once per frame of an attempt (one face
+track, see :mod:`kiosk.decision`) and calls ``reset()`` whenever an attempt
+starts or restarts, so the verdict comes only from the frames of the face
+that is voting for the unlock, and only from those inside the decision
+window (``window_seconds``). :func:`make_liveness` builds the check the
 configuration names:
 
 - ``"off"``: :class:`NoLivenessCheck`, which answers None ("not configured");
@@ -18,14 +19,16 @@ configuration names:
   score (:class:`Fusion`) is in texture-logit units; an attempt passes when
   it is at least ``threshold.both`` of ``liveness.json``.
 
-**Verdict timing.** Every call returns the verdict of the attempt so far
-(since the last ``reset()``); it is never pending. The texture verdict is
-there from the first frame. The motion cue makes a measurement each time
-the face has moved by ``MotionSettings.min_shift`` of its width; until it
-has made ``Fusion.min_measurements`` of them (a face or photo held
-perfectly still gives no motion evidence either way), the ``"both"``
-verdict is exactly the ``"texture"`` verdict, and the motion evidence joins
-the score as soon as there is enough of it.
+**Verdict timing.** Every call returns a :class:`~kiosk.decision.Liveness`
+verdict for the attempt so far. The texture verdict is there from the first
+frame. The motion cue makes a measurement each time the face has moved by
+``MotionSettings.min_shift`` of its width. **No motion is no proof of life:**
+in mode ``"both"`` the verdict stays PENDING until the motion cue has made
+``Fusion.min_measurements`` measurements inside the window (a photo or phone
+on a stand, or a repeated frame, never gets there; the decision refuses such
+an attempt after ``decision.liveness_wait_seconds``), except that a face the
+texture CNN finds so clearly printed that no motion could rescue it is SPOOF
+at once.
 
 The model file is checked against the SHA-256 in ``models/liveness.json``
 at load time, like the encoder; a missing, damaged or swapped file is
@@ -42,6 +45,7 @@ from typing import Any, Protocol
 import cv2
 import numpy as np
 
+from kiosk.decision import Liveness
 from kiosk.encoder import DEFAULT_MODEL_DIR, ModelError, load_verified_model, run_interpreter
 from kiosk.face import Face, crop_face
 
@@ -52,18 +56,18 @@ MODES = ("off", "texture", "both")
 
 
 class LivenessCheck(Protocol):
-    def check(self, frame: np.ndarray, face: Face) -> bool | None:
-        """True: live; False: spoof; None: no check configured."""
+    def check(self, frame: np.ndarray, face: Face, now: float = 0.0) -> Liveness:
+        """Add one frame (taken at ``now``) of the attempt; the attempt's verdict so far."""
 
     def reset(self) -> None:
-        """Forget the current attempt (the face left the view)."""
+        """Forget the current attempt (a new face track begins)."""
 
 
 class NoLivenessCheck:
     """The placeholder check: always passes, and says that no check ran."""
 
-    def check(self, frame: np.ndarray, face: Face) -> bool | None:
-        return None
+    def check(self, frame: np.ndarray, face: Face, now: float = 0.0) -> Liveness:
+        return Liveness.OFF
 
     def reset(self) -> None:
         pass
@@ -221,6 +225,11 @@ class Fusion:
             score += self.motion_weight * min(max(motion, low), high) + self.motion_offset
         return float(score)
 
+    @property
+    def max_motion_bonus(self) -> float:
+        """The most the motion term can add: a texture score below minus this is a spoof whatever the motion."""
+        return self.motion_weight * self.motion_range[1] + self.motion_offset
+
 
 @dataclass
 class LivenessInfo:
@@ -299,19 +308,22 @@ class LivenessChecker:
     """The liveness check of modes ``"texture"`` and ``"both"`` (see the module docstring).
 
     One instance follows one attempt at a time: :meth:`check` adds a frame
-    and returns the verdict so far, :meth:`reset` starts a new attempt.
+    and returns the verdict so far, :meth:`reset` starts a new attempt. With
+    ``window_seconds`` set (the door), only the frames of the last
+    ``window_seconds`` count; without it (offline scoring), the whole attempt.
     """
 
-    def __init__(self, mode: str, model_dir: Path = DEFAULT_MODEL_DIR) -> None:
+    def __init__(self, mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None) -> None:
         if mode not in ("texture", "both"):
             raise ValueError(f"LivenessChecker mode must be 'texture' or 'both', got {mode!r}")
         self.mode = mode
+        self.window_seconds = window_seconds
         self.texture = TextureClassifier(model_dir)
         self.info = self.texture.info
         self.motion = MotionCue(self.info.motion) if mode == "both" else None
         self.threshold = self.info.fused_threshold if mode == "both" else self.info.texture_threshold
-        self._logits: list[float] = []
-        self._motions: list[float] = []
+        self._logits: list[tuple[float, float]] = []  # (time, texture logit)
+        self._motions: list[tuple[float, float]] = []  # (time, motion measurement)
 
     def reset(self) -> None:
         self._logits.clear()
@@ -319,19 +331,33 @@ class LivenessChecker:
         if self.motion is not None:
             self.motion.reset()
 
-    def check(self, frame: np.ndarray, face: Face) -> bool:
-        """Add one frame of the attempt; True when the attempt so far looks live."""
-        self._logits.append(self.texture.score(frame, face))
+    def check(self, frame: np.ndarray, face: Face, now: float = 0.0) -> Liveness:
+        """Add one frame of the attempt, taken at ``now``; the attempt's verdict so far."""
+        self._logits.append((now, self.texture.score(frame, face)))
         if self.motion is not None:
             measured = self.motion.update(frame, face)
             if measured is not None:
-                self._motions.append(measured)
-        return self.scores().fused >= self.threshold
+                self._motions.append((now, measured))
+        if self.window_seconds is not None:
+            start = now - self.window_seconds
+            self._logits = [item for item in self._logits if item[0] >= start]
+            self._motions = [item for item in self._motions if item[0] >= start]
+        return self.verdict()
+
+    def verdict(self) -> Liveness:
+        """LIVE, SPOOF or (mode ``"both"``, too little motion yet) PENDING."""
+        scores = self.scores()
+        if scores.fused is None:
+            return Liveness.PENDING
+        if self.mode == "both" and scores.motion_measurements < self.info.fusion.min_measurements:
+            clearly_printed = scores.fused + self.info.fusion.max_motion_bonus < self.threshold
+            return Liveness.SPOOF if clearly_printed else Liveness.PENDING
+        return Liveness.LIVE if scores.fused >= self.threshold else Liveness.SPOOF
 
     def scores(self) -> AttemptScores:
         """The attempt's texture, motion and fused scores (fused is what the threshold applies to)."""
-        texture = float(np.mean(self._logits)) if self._logits else None
-        motion = float(np.mean(self._motions)) if self._motions else None
+        texture = float(np.mean([v for _, v in self._logits])) if self._logits else None
+        motion = float(np.mean([v for _, v in self._motions])) if self._motions else None
         if texture is None:
             fused = None
         elif self.mode == "both":
@@ -341,10 +367,10 @@ class LivenessChecker:
         return AttemptScores(texture, motion, fused, len(self._logits), len(self._motions))
 
 
-def make_liveness(mode: str, model_dir: Path = DEFAULT_MODEL_DIR) -> LivenessCheck:
+def make_liveness(mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None) -> LivenessCheck:
     """The liveness check for a ``liveness.mode`` setting: ``"off"``, ``"texture"`` or ``"both"``."""
     if mode == "off":
         return NoLivenessCheck()
     if mode in ("texture", "both"):
-        return LivenessChecker(mode, model_dir)
+        return LivenessChecker(mode, model_dir, window_seconds)
     raise ValueError(f"unknown liveness mode {mode!r}; choose one of {', '.join(MODES)}")

@@ -22,6 +22,11 @@ class Match:
     best: str | None
     score: float | None
     runner_up: float | None
+    runner_up_name: str | None = None
+
+    def above(self, threshold: float) -> bool:
+        """The best score cleared ``threshold`` (accepted, or refused only by the margin)."""
+        return self.score is not None and self.score > threshold
 
 
 def match(embedding: np.ndarray, templates: Templates, threshold: float, margin: float = 0.05) -> Match:
@@ -34,6 +39,6 @@ def match(embedding: np.ndarray, templates: Templates, threshold: float, margin:
         per_person[name] = max(per_person.get(name, -1.0), float(value))
     ranked = sorted(per_person.items(), key=lambda item: item[1], reverse=True)
     best, score = ranked[0]
-    runner_up = ranked[1][1] if len(ranked) > 1 else None
+    runner_up_name, runner_up = ranked[1] if len(ranked) > 1 else (None, None)
     accepted = score > threshold and (runner_up is None or score - runner_up >= margin)
-    return Match(best if accepted else None, best, score, runner_up)
+    return Match(best if accepted else None, best, score, runner_up, runner_up_name)
