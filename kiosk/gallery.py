@@ -138,6 +138,7 @@ class Gallery:
         self.read_only = False
         """True while the gallery cannot be written (full disk, read-only file or file system)."""
         self._immutable = False
+        self._read_only_reason = ""
         self._reopen_after = 0.0
         self._key: bytes | None = None
         try:
@@ -195,7 +196,7 @@ class Gallery:
                     f"gallery {self.path} cannot be opened ({error}), not even read-only: its write-ahead log "
                     f"{self.path}-wal holds changes that need space to be read; {self._hint(error)}"
                 ) from error
-            db = self._connect_read_only()
+            db = self._connect_read_only(error)
         except sqlite3.DatabaseError as error:
             raise GalleryError(self._damaged_message(str(error))) from error
         try:
@@ -222,7 +223,7 @@ class Gallery:
             raise
         return db
 
-    def _connect_read_only(self) -> sqlite3.Connection:
+    def _connect_read_only(self, cause: sqlite3.Error) -> sqlite3.Connection:
         """Open the file as unchangeable: SQLite then needs no shared-memory file, which a full disk cannot hold.
 
         Only safe when the write-ahead log holds nothing (checked by the caller):
@@ -235,6 +236,7 @@ class Gallery:
                 f"gallery {self.path} cannot be opened, not even read-only ({error}); {self._hint(error)}") from error
         self._immutable = True
         self.read_only = True
+        self._read_only_reason = f"{cause}; {self._hint(cause)}"
         return db
 
     def _wal_has_changes(self) -> bool:
@@ -245,7 +247,7 @@ class Gallery:
 
     def _damaged_message(self, detail: str) -> str:
         return (
-            f"gallery {self.path} is damaged ({detail}). Move it aside and restore a backup (sudo systemctl stop kiosk; "
+            f"gallery {self.path} is damaged ({' '.join(detail.split())}). Move it aside and restore a backup (sudo systemctl stop kiosk; "
             "kiosk restore BACKUP), or re-enrol; the door stays locked meanwhile."
         )
 
@@ -255,7 +257,7 @@ class Gallery:
         folder = self.path.parent
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             return "another kiosk command is using it; try again"
-        if name == "SQLITE_FULL":
+        if name in ("SQLITE_FULL", "SQLITE_IOERR_SHMSIZE"):
             return f"the disk is full: free space (df -h {folder}; sudo journalctl --vacuum-size=100M)"
         if name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
             return f"the file, its folder or the file system is read-only or not readable by this user (ls -la {folder}; mount)"
@@ -351,6 +353,9 @@ class Gallery:
         if _storage_unwritable(error):
             self.read_only = True
         name = getattr(error, "sqlite_errorname", "")
+        if self._immutable:
+            return GalleryError(f"could not save to gallery {self.path}: it is open read-only, because it could not be "
+                                f"opened for writing ({self._read_only_reason}); nothing was changed")
         if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             return GalleryError(f"gallery {self.path} is busy ({error}): another kiosk command is writing to it; "
                                 "nothing was changed, try again")

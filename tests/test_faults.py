@@ -1,7 +1,9 @@
-"""Faults: a killed enrolment, black/frozen/garbage frames, a GPIO error, a locked database."""
+"""Faults: a killed enrolment, black/frozen/garbage frames, a GPIO error, a locked database, a full or read-only disk."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -182,3 +184,162 @@ def test_full_disk_refuses_an_enrolment_with_a_clear_error_and_keeps_the_gallery
     assert [p.name for p in reopened.people()] == ["Ann"]
     reopened.add_person("Bob", unit)  # space is back (no page cap on a new connection)
     reopened.close()
+
+
+# Degrade, don't die: a full disk or a read-only gallery at start -----------------------------------
+
+UNIT = np.ones(128, np.float32) / np.sqrt(128)
+
+
+def capped_connections(monkeypatch, pages: int) -> None:
+    """Every new SQLite connection sees a database that cannot grow past ``pages``: SQLITE_FULL, as on a full disk."""
+    connect = sqlite3.connect
+
+    def capped(*args, **kwargs):
+        db = connect(*args, **kwargs)
+        db.execute(f"PRAGMA max_page_count = {pages}")
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", capped)
+
+
+def test_a_full_disk_at_start_opens_the_gallery_for_reading_and_writes_fail_cleanly(tmp_path, monkeypatch):
+    path = tmp_path / "state" / "gallery.sqlite3"
+    gallery = Gallery(path, "model-a")
+    gallery.add_person("Ann", UNIT)
+    fill_the_disk(gallery)
+    gallery.close()
+    pages = sqlite3.connect(path).execute("PRAGMA page_count").fetchone()[0]
+    capped_connections(monkeypatch, pages)
+    gallery = Gallery(path, "model-a")  # no schema write is needed: it opens
+    assert gallery.templates().names == ["Ann"] and not gallery.read_only
+    writers = (lambda i: gallery.log_event("granted", "Ann", 0.9), lambda i: gallery.save_state(f"key {i}", "x" * 200),
+               lambda i: gallery.add_person(f"person {i}", UNIT))
+    for write in writers:  # each table has its own pages: write until the one it needs next does not fit
+        with pytest.raises(GalleryError) as error:
+            for i in range(1000):
+                write(i)
+        assert "disk is full" in str(error.value) and "nothing was changed" in str(error.value)
+        assert "restore" not in str(error.value)
+        assert gallery.read_only
+    assert gallery.integrity_ok()
+    monkeypatch.undo()
+    free_the_disk(gallery)
+    gallery.log_event("granted", "Ann", 0.9)
+    assert not gallery.read_only
+    gallery.close()
+
+
+def mount_tmpfs(folder, size: str = "1m") -> None:
+    folder.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small file system needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(folder)],
+                          check=False, capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MB file system (root only): filling it gives the real SQLITE_FULL and I/O errors of a full SD card."""
+    folder = tmp_path / "disk"
+    mount_tmpfs(folder)
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def fill_the_file_system(folder) -> None:
+    handle = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(handle, bytes(4096))
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def test_a_really_full_disk_at_start_runs_the_gallery_read_only_and_recovers(small_disk, monkeypatch):
+    """The issue's case: the file is fine but SQLite cannot even create its shared-memory file."""
+    import kiosk.gallery
+
+    path = small_disk / "gallery.sqlite3"
+    gallery = Gallery(path, "model-a")
+    gallery.add_person("Ann", UNIT)
+    gallery.close()
+    fill_the_file_system(small_disk)
+    monkeypatch.setattr(kiosk.gallery, "REOPEN_SECONDS", 0.0)  # try to reopen for writing at every read and write
+    gallery = Gallery(path, "model-a")
+    assert gallery.read_only and gallery.templates().names == ["Ann"] and gallery.damaged_templates() == []
+    with pytest.raises(GalleryError) as error:
+        gallery.log_event("granted", "Ann", 0.9)
+    assert "restore" not in str(error.value) and "nothing was changed" in str(error.value)
+    (small_disk / "filler").unlink()
+    gallery.log_event("granted", "Ann", 0.9)  # reopened for writing once there is space
+    assert not gallery.read_only and [e.kind for e in gallery.events()] == ["enrolled", "granted"]
+    gallery.close()
+
+
+def test_kiosk_run_starts_on_a_full_disk_without_advising_a_restore(small_disk, tmp_path, capsys):
+    sha256 = ModelInfo.load(MODELS / "encoder.json").sha256
+    gallery = Gallery(small_disk / "gallery.sqlite3", sha256)
+    gallery.add_person("Ann", UNIT)
+    gallery.close()
+    (small_disk / "kiosk.lock").touch()
+    fill_the_file_system(small_disk)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        (frames / f"{i}.jpg").write_bytes((demo_data() / "frames" / "empty_00.jpg").read_bytes())
+    done = subprocess.run([sys.executable, "-m", "kiosk.cli", "run", "--simulate", "--state-dir", str(small_disk),
+                           "--camera", str(frames)], check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "is read-only (disk full or read-only file system): the door runs" in done.stderr
+    assert "restore" not in done.stdout + done.stderr
+
+
+@pytest.fixture
+def read_only_state(tmp_path):
+    """A state folder whose gallery cannot be written: file mode 0400 in a 0500 folder, or (as root, who may
+    write anyway) a file system mounted read-only."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "state"
+        folder.mkdir()
+        yield folder, lambda: (folder.chmod(0o500), (folder / "gallery.sqlite3").chmod(0o400))
+        folder.chmod(0o700)
+        return
+    folder = tmp_path / "state"
+    mount_tmpfs(folder)
+    yield folder, lambda: subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_read_only_gallery_is_read_and_its_writes_fail_cleanly(read_only_state):
+    folder, make_read_only = read_only_state
+    gallery = Gallery(folder / "gallery.sqlite3", "model-a")
+    gallery.add_person("Ann", UNIT)
+    gallery.close()
+    make_read_only()
+    gallery = Gallery(folder / "gallery.sqlite3", "model-a")
+    assert gallery.templates().names == ["Ann"] and gallery.people()[0].name == "Ann"
+    with pytest.raises(GalleryError) as error:
+        gallery.log_event("granted", "Ann", 0.9)
+    assert "read-only" in str(error.value) and "restore" not in str(error.value)
+    assert gallery.read_only
+    gallery.close()
+
+
+def test_only_a_failed_integrity_check_advises_a_restore(tmp_path):
+    path = tmp_path / "gallery.sqlite3"
+    gallery = Gallery(path, "model-a")
+    gallery.add_person("Ann", UNIT)
+    for i in range(300):
+        gallery.log_event("denied", detail=f"event {i} " * 10)
+    gallery.close()
+    data = bytearray(path.read_bytes())
+    page = 4096
+    data[5 * page + 8: 5 * page + 200] = bytes(range(192))  # scribble over a b-tree page
+    path.write_bytes(bytes(data))
+    with pytest.raises(GalleryError, match="is damaged .*On tree page .*restore a backup"):
+        Gallery(path, "model-a")
