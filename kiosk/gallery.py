@@ -153,6 +153,7 @@ class Gallery:
             self._db.close()
             raise
         _make_private(self.path)
+        self.read_only = self._immutable or not os.access(self.path, os.W_OK)
         if not self.marker_path.exists():
             try:
                 write_private_file(self.marker_path, MARKER_TEXT.format(gallery=self.path.name).encode())
@@ -247,8 +248,8 @@ class Gallery:
 
     def _damaged_message(self, detail: str) -> str:
         return (
-            f"gallery {self.path} is damaged ({' '.join(detail.split())}). Move it aside and restore a backup (sudo systemctl stop kiosk; "
-            "kiosk restore BACKUP), or re-enrol; the door stays locked meanwhile."
+            f"gallery {self.path} is damaged ({' '.join(detail.split())}). Move it aside and restore a backup "
+            "(sudo systemctl stop kiosk; kiosk restore BACKUP), or re-enrol; the door stays locked meanwhile."
         )
 
     def _hint(self, error: sqlite3.Error) -> str:
@@ -281,7 +282,8 @@ class Gallery:
             self._migrate(version)
         else:
             self._key = read_key(self.key_path)
-            if self._key is None and self._read(lambda db: db.execute("SELECT EXISTS (SELECT 1 FROM embeddings)").fetchone()[0]):
+            has_embeddings = self._read(lambda db: db.execute("SELECT EXISTS (SELECT 1 FROM embeddings)").fetchone()[0])
+            if self._key is None and has_embeddings:
                 raise GalleryError(
                     f"the key {self.key_path} that proves the stored faces in {self.path} were written by face-kiosk is "
                     f"missing, so none of them can be trusted. Put it back if you moved it; otherwise restore a backup "
@@ -347,7 +349,7 @@ class Gallery:
         except sqlite3.Error as error:
             self._rollback()
             raise self._write_error(error) from error
-        self.read_only = self._immutable
+        self.read_only = False
 
     def _write_error(self, error: sqlite3.Error) -> GalleryError:
         if _storage_unwritable(error):
@@ -381,7 +383,6 @@ class Gallery:
             try:
                 self._key = load_or_create_key(self.key_path)
             except GalleryError as error:
-                self.read_only = True
                 raise GalleryError(f"{error}; nothing was changed") from error
         return self._key
 

@@ -101,7 +101,8 @@ def test_recognition_settings_for_the_false_accept_rate(tmp_path):
 @pytest.mark.parametrize(
     "text, names",
     [
-        ("[recognition]\nfalse_accept_rate = 0.5\n", "recognition.false_accept_rate has an out-of-range value 0.5 (allowed: 1e-07 to 0.01)"),
+        ("[recognition]\nfalse_accept_rate = 0.5\n",
+         "recognition.false_accept_rate has an out-of-range value 0.5 (allowed: 1e-07 to 0.01)"),
         ("[recognition]\nfalse_accept_rate = 1e-9\n", "recognition.false_accept_rate"),
         ("[recognition]\nfalse_accept_rate = 0\n", "recognition.false_accept_rate"),
         ("[recognition]\nthreshold = 1.0\n", "recognition.threshold"),
