@@ -168,7 +168,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         camera = ReconnectingCamera(lambda: open_camera(config.camera.source, config.camera.width, config.camera.height))
         from kiosk.liveness import make_liveness
 
-        door = Door(config, camera, pipeline, gallery, hardware, liveness=make_liveness(config.liveness.mode, _model_dir(config)))
+        liveness = make_liveness(config.liveness.mode, _model_dir(config), window_seconds=config.decision.window_seconds)
+        door = Door(config, camera, pipeline, gallery, hardware, liveness=liveness)
         stale = gallery.stale_people()
         if stale:
             print(f"warning: {len(stale)} people were enrolled with another model and cannot be recognised until "
@@ -321,7 +322,8 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     gallery = _gallery(config)
     try:
         if args.images:
-            person, notes = enroll_from_images(args.name, image_paths(args.images), pipeline, gallery, args.role)
+            person, notes = enroll_from_images(args.name, image_paths(args.images), pipeline, gallery, args.role,
+                                               force=args.force)
             for note in notes:
                 print(note, file=sys.stderr)
         else:
@@ -333,27 +335,21 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def _enroll_from_camera(args, config: Config, pipeline, gallery):
+    """Enrol at the camera; whoever has this shell is trusted (no admin check), so this is how the first admin is made."""
     from kiosk.camera import open_camera
-    from kiosk.enroll import ButtonEnrollment, EnrollmentError
+    from kiosk.door import decision_settings
+    from kiosk.enroll import ButtonEnrollment, capture_from_camera
+    from kiosk.liveness import make_liveness
 
-    config.enrollment.require_admin = False  # whoever has this shell is trusted
+    liveness = make_liveness(config.liveness.mode, _model_dir(config), window_seconds=config.decision.window_seconds)
     camera = open_camera(config.camera.source, config.camera.width, config.camera.height)
     print(f"look at the camera and turn your head a little, for up to {config.enrollment.capture_seconds:g} s ...")
     try:
-        session = ButtonEnrollment(gallery, config.enrollment, config.recognition.threshold or pipeline.encoder.threshold,
-                                   config.recognition.margin, time.monotonic(), name=args.name)
-        while not session.finished:
-            frame = camera.read()
-            faces = pipeline.finder.find(frame)
-            session.feed(time.monotonic(), len(faces), pipeline.embed_face(frame, faces[0]) if faces else None)
+        session = ButtonEnrollment(gallery, config.enrollment, decision_settings(config), time.monotonic(),
+                                   name=args.name, trusted=True, role=args.role)
+        return capture_from_camera(session, camera.read, pipeline, liveness, time.monotonic)
     finally:
         camera.close()
-    if session.person is None:
-        raise EnrollmentError(session.message)
-    if args.role and args.role != session.person.role:
-        gallery.set_role(session.person.name, args.role)
-        session.person = gallery.person(session.person.name)
-    return session.person
 
 
 def cmd_people(args: argparse.Namespace) -> int:
@@ -509,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", nargs="+", type=Path, metavar="FILE_OR_DIR", help="photos of NAME, one face each")
     source.add_argument("--camera", action="store_true", help="capture NAME's face with the configured camera")
     p.add_argument("--role", choices=["admin", "user"], help="default: admin for the first person, else user")
+    p.add_argument("--force", action="store_true",
+                   help="enrol even though the face already matches another enrolled person (look-alikes, twins)")
     p.set_defaults(handler=cmd_enroll)
 
     p = sub.add_parser("people", help="list, rename or remove enrolled people, or change their role")

@@ -29,7 +29,7 @@ from kiosk.camera import EndOfStream, ReconnectingCamera
 from kiosk.config import Config
 from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment
-from kiosk.face import Face, FaceKioskError, FaceTracker, same_track
+from kiosk.face import AttemptBoundary, FaceKioskError, FaceTracker
 from kiosk.gallery import Gallery, GalleryError
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
@@ -88,14 +88,13 @@ class Door:
         self.enrollment: ButtonEnrollment | None = None
         self._button_was_pressed = False
         self._camera_was_up = True
-        self._track_face: Face | None = None
-        self._track_seen = float("-inf")
-        self._track_person: str | None = None
+        self.boundary = AttemptBoundary(self.decision.settings.track_gap_seconds)
         self._saved_lockout: float | None = None
         self.unsaved_events: deque[tuple[float, Event]] = deque(maxlen=UNSAVED_EVENTS_KEPT)
         """Events not yet written to the event log (the disk was full); retried with the next one."""
         self.frames = 0
         self.last_event: Event | None = None
+        self._damaged_reported: set[str] = set()
         hardware.lock()
         hardware.show(Led.IDLE)
         self.reload_gallery()
@@ -156,7 +155,7 @@ class Door:
         usable = embedded is not None and embedded.usable
         result = match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin) if usable else None
         timings["match"] = _ms(start)
-        new_attempt, restart = self._attempt_boundary(now, faces, result)
+        new_attempt, restart = self.boundary.update(now, faces, result.person if result else None)
         live = Liveness.OFF
         if faces:
             start = time.perf_counter()
@@ -179,21 +178,6 @@ class Door:
             self._snapshot(step.event, embedded.crop, now)
         return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None,
                            step.event, timings, events=step.events)
-
-    def _attempt_boundary(self, now: float, faces: list[Face], result: Match | None) -> tuple[bool, bool]:
-        """(new attempt, restart): a face appeared, jumped or became someone else; a second face is in view."""
-        if not faces:
-            return False, False
-        face, person = faces[0], result.person if result else None
-        continues = (self._track_face is not None and now - self._track_seen <= self.decision.settings.track_gap_seconds
-                     and same_track(self._track_face, face))
-        switched = person is not None and self._track_person is not None and person != self._track_person
-        new_attempt = not continues or switched
-        if new_attempt:
-            self._track_person = None
-        self._track_face, self._track_seen = face, now
-        self._track_person = person or self._track_person
-        return new_attempt, len(faces) > 1 and not new_attempt
 
     def _apply(self, step: Step) -> None:
         if step.relay_on:
@@ -279,7 +263,7 @@ class Door:
         if not step.relay_on:
             self.hardware.lock()
         self.hardware.show(Led.ERROR)
-        self._track_face = None
+        self.boundary.forget()
         events = list(step.events)
         for event in events:
             self._record(event)
@@ -305,7 +289,7 @@ class Door:
         """Begin button enrolment (the door stays locked throughout)."""
         self.hardware.lock()
         self.decision.attempt = None
-        self._track_face = None  # the admin check starts a fresh attempt
+        self.boundary.forget()  # the admin check starts a fresh attempt
         self.enrollment = ButtonEnrollment(self.gallery, self.config.enrollment, self.decision.settings, now)
         self.hardware.show(Led.ENROLLING)
 
@@ -316,7 +300,7 @@ class Door:
         self.hardware.lock()
         if enrollment.feed(obs, faces, embedded):
             self.liveness.reset()  # the capture's liveness verdict is the new face's alone
-            self._track_face = None
+            self.boundary.forget()
         event = None
         if enrollment.finished:
             self.enrollment = None
@@ -335,8 +319,18 @@ class Door:
                            enrollment.phase.value, event, timings, events=(event,) if event else ())
 
     def reload_gallery(self) -> None:
-        """Pick up people enrolled or removed by another process (``kiosk enroll`` / ``people``), and the threshold."""
+        """Pick up people enrolled or removed by another process (``kiosk enroll`` / ``people``), and the threshold.
+
+        Stored embeddings that fail their check (a damaged SD card, a tampered
+        row) are left out by the gallery; each damaged person is logged once as
+        an ``error`` event saying how to re-enrol them.
+        """
         self._templates = self.gallery.templates()
+        for message in self.gallery.damaged_templates():
+            if message not in self._damaged_reported:
+                self._damaged_reported.add(message)
+                log.error("gallery: %s", message)
+                self._record(Event("error", None, None, f"damaged enrolment refused: {message}"[:500]))
         self.threshold = self.config.recognition.threshold or self.pipeline.encoder.threshold
 
     def close(self) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from kiosk.config import EnrollmentConfig
 from kiosk.decision import DecisionSettings, DoorDecision, Liveness, Observation
-from kiosk.face import FaceKioskError, ImageError, image_files, read_image
+from kiosk.face import AttemptBoundary, FaceKioskError, ImageError, image_files, read_image
 from kiosk.gallery import Gallery, Person, Templates
 from kiosk.match import match
 from kiosk.pipeline import FaceEmbedding, FacePipeline
@@ -273,3 +273,26 @@ class ButtonEnrollment:
     def _fail(self, reason: str) -> None:
         self.phase = Phase.FAILED
         self.message = reason
+
+
+def capture_from_camera(session: ButtonEnrollment, read_frame, pipeline: FacePipeline, liveness, clock) -> Person:
+    """Run a trusted enrolment (``kiosk enroll NAME --camera``) on frames from ``read_frame``.
+
+    Each frame gets the door's attempt boundaries and liveness check, so the
+    capture is one live face track, exactly as at the door.
+    """
+    boundary = AttemptBoundary(session.decision.track_gap_seconds)
+    liveness.reset()
+    while not session.finished:
+        frame = read_frame()
+        now = clock()
+        faces = pipeline.finder.find(frame)
+        embedded = pipeline.embed_face(frame, faces[0]) if faces else None
+        new_attempt, restart = boundary.update(now, faces, None)
+        if new_attempt or restart:
+            liveness.reset()
+        live = liveness.check(frame, faces[0], now) if faces else Liveness.PENDING
+        session.feed(Observation(now, bool(faces), live=live, new_attempt=new_attempt, restart=restart), len(faces), embedded)
+    if session.person is None:
+        raise EnrollmentError(session.message)
+    return session.person

@@ -276,6 +276,41 @@ def same_track(previous: Face, current: Face) -> bool:
     return shift <= TRACK_MAX_SHIFT * previous.w and 1 / TRACK_SIZE_RATIO <= ratio <= TRACK_SIZE_RATIO
 
 
+class AttemptBoundary:
+    """Where one attempt at the door ends and the next begins (see :mod:`kiosk.decision`).
+
+    :meth:`update` takes each frame's faces (largest first) and the person
+    recognised in the largest, and answers (new attempt, restart): a new
+    attempt when a face appears after more than ``gap_seconds`` without one,
+    jumps (:func:`same_track`) or is recognised as someone else than earlier
+    in the track; a restart of the attempt's evidence when a second face is
+    in view.
+    """
+
+    def __init__(self, gap_seconds: float) -> None:
+        self.gap_seconds = gap_seconds
+        self._face: Face | None = None
+        self._seen = float("-inf")
+        self._person: str | None = None
+
+    def forget(self) -> None:
+        """The next face starts a new attempt, whatever it is."""
+        self._face = None
+
+    def update(self, now: float, faces: list[Face], person: str | None) -> tuple[bool, bool]:
+        if not faces:
+            return False, False
+        face = faces[0]
+        continues = self._face is not None and now - self._seen <= self.gap_seconds and same_track(self._face, face)
+        switched = person is not None and self._person is not None and person != self._person
+        new_attempt = not continues or switched
+        if new_attempt:
+            self._person = None
+        self._face, self._seen = face, now
+        self._person = person or self._person
+        return new_attempt, len(faces) > 1 and not new_attempt
+
+
 def drop_enclosing(faces: list[Face]) -> list[Face]:
     """Largest first, without boxes that enclose a smaller face.
 

@@ -1,0 +1,127 @@
+"""What the door's liveness rules cost live people, and what they stop: before and after issue 11.
+
+Plays every NUAA recording (one subject, glasses, position, session) as
+attempts of up to ``--frames`` frames (at least 7), and applies two rules to
+each. NUAA keeps a sparse subset of each recording (frames 0.55-2.8 s apart
+at the data set's 20 fps), so neither timing is a door's 15 fps: by default
+the frames are played at their recorded times (few frames fall in the 1.5 s
+window: pessimistic for the new rule); ``--fps 15`` plays them back to back
+(the motion between frames is larger than at a door: optimistic).
+
+- **before**: one liveness verdict per attempt, on its 3rd frame (the first
+  frame that can vote an unlock), from all its frames so far, texture alone
+  until the motion cue has measured twice;
+- **after** (the door now): only the frames inside the decision window
+  (1.5 s) count, and in mode ``both`` a face whose motion has not been
+  measured twice in that window is PENDING; the attempt is refused if the
+  first verdict from its 3rd frame on is SPOOF, or if it is still PENDING
+  after ``liveness_wait_seconds`` (4 s).
+
+Prints refused live attempts (BPCER) and accepted print attempts (APCER),
+overall and per subject (worst case), for both rules::
+
+    python -m bench.liveness_cost --data ../shared/data/nuaa_train
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from kiosk.decision import DecisionSettings, Liveness
+from kiosk.encoder import DEFAULT_MODEL_DIR
+from kiosk.face import FaceFinder, read_image
+from kiosk.liveness import LivenessChecker
+
+RECORDED_FPS = 20.0
+NAME = re.compile(r"(?P<subject>\d+)_(?P<glasses>\d+)_(?P<pos>\d+)_(?P<session>\d+)_(?P<frame>\d+)\.jpg$")
+
+
+def recordings(root: Path) -> dict[tuple[str, str], list[tuple[float, Path]]]:
+    """(kind, recording id) -> [(time in seconds, frame path)], in frame order."""
+    found: dict[tuple[str, str], list[tuple[float, Path]]] = defaultdict(list)
+    for kind in ("live", "spoof"):
+        for path in sorted((root / kind).rglob("*.jpg")):
+            match = NAME.search(path.name)
+            if match:
+                key = "_".join(match.group(g) for g in ("subject", "glasses", "pos", "session"))
+                found[(kind, key)].append((int(match.group("frame")) / RECORDED_FPS, path))
+    return {key: sorted(frames) for key, frames in found.items()}
+
+
+def before(checker: LivenessChecker, frames, k: int) -> bool:
+    """The old rule: the verdict on the k-th frame, from every frame so far (texture alone without motion)."""
+    checker.reset()
+    for _, image, face in frames[:k]:
+        checker.check(image, face)
+    return checker.scores().fused >= checker.threshold
+
+
+def after(checker: LivenessChecker, frames, k: int, wait: float) -> bool:
+    """The door's rule now (see the module docstring)."""
+    checker.reset()
+    start = frames[0][0]
+    for index, (time, image, face) in enumerate(frames):
+        verdict = checker.check(image, face, time)
+        if index + 1 < k:
+            continue
+        if verdict in (Liveness.LIVE, Liveness.OFF):
+            return True
+        if verdict is Liveness.SPOOF or time - start >= wait:
+            return False
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/nuaa_train",
+                        help="NUAA root with live/ and spoof/ (default: ../shared/data/nuaa_train)")
+    parser.add_argument("--frames", type=int, default=30, help="frames per attempt (default 30)")
+    parser.add_argument("--mode", choices=["both", "texture"], default="both")
+    parser.add_argument("--fps", type=float, help="play the frames back to back at this rate (default: recorded times)")
+    args = parser.parse_args(argv)
+    settings = DecisionSettings()
+    finder = FaceFinder()
+    old = LivenessChecker(args.mode, DEFAULT_MODEL_DIR)
+    new = LivenessChecker(args.mode, DEFAULT_MODEL_DIR, window_seconds=settings.window_seconds)
+    passed: dict[tuple[str, str, str], list[bool]] = defaultdict(list)  # (rule, kind, subject) -> passed per attempt
+    for (kind, key), frames in tqdm(sorted(recordings(args.data).items()), desc="recordings"):
+        subject = key.split("_")[0]
+        for start in range(0, len(frames), args.frames):
+            chunk = frames[start:start + args.frames]
+            if len(chunk) < 7:
+                continue
+            attempt = []
+            for index, (time, path) in enumerate(chunk):
+                time = index / args.fps if args.fps else time
+                image = read_image(path)
+                face = finder.largest(image)
+                if face is not None:
+                    attempt.append((time, image, face))
+            if len(attempt) < settings.k:
+                continue
+            passed[("before", kind, subject)].append(before(old, attempt, settings.k))
+            passed[("after", kind, subject)].append(after(new, attempt, settings.k, settings.liveness_wait_seconds))
+    timing = f"played at {args.fps:g} fps" if args.fps else "at their recorded times"
+    print(f"mode {args.mode}, attempts of 7-{args.frames} NUAA frames {timing}; live refused = BPCER, prints accepted = APCER")
+    print("| rule | live attempts refused | worst subject | printed-photo attempts accepted | worst subject |")
+    print("|---|---|---|---|---|")
+    for rule in ("before", "after"):
+        cells = []
+        for kind, bad in (("live", False), ("spoof", True)):
+            per_subject = {s: v for (r, c, s), v in passed.items() if r == rule and c == kind}
+            total = sum(len(v) for v in per_subject.values())
+            failed = sum(sum(x == bad for x in v) for v in per_subject.values())
+            worst_subject, worst = max(((s, sum(x == bad for x in v) / len(v)) for s, v in per_subject.items()),
+                                       key=lambda item: item[1])
+            cells += [f"{failed}/{total} ({100 * failed / max(total, 1):.1f}%)", f"{worst_subject}: {100 * worst:.0f}%"]
+        print(f"| {rule} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,100 @@
+"""Enrolment from photos (the photos must agree, a known face needs --force) and at the camera (live, one track)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kiosk.camera import PlaylistCamera
+from kiosk.clock import FakeClock
+from kiosk.config import Config
+from kiosk.door import decision_settings
+from kiosk.enroll import ButtonEnrollment, EnrollmentError, capture_from_camera, enroll_from_images
+from kiosk.gallery import Gallery
+from kiosk.liveness import NoLivenessCheck, make_liveness
+from kiosk.pipeline import FacePipeline
+from tests.conftest import FACES, FIXTURES, MODELS
+
+POWELL = sorted((FACES / "Colin_Powell").glob("*.jpg"))
+BUSH = sorted((FACES / "George_W_Bush").glob("*.jpg"))
+NUAA = FIXTURES / "liveness"
+FPS = 15
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> FacePipeline:
+    return FacePipeline()
+
+
+@pytest.fixture
+def gallery(tmp_path, pipeline):
+    gallery = Gallery(tmp_path / "gallery.sqlite3", pipeline.encoder.info.sha256)
+    yield gallery
+    gallery.close()
+
+
+def test_a_photo_of_someone_else_among_the_enrolment_photos_is_named_and_nothing_is_enrolled(pipeline, gallery):
+    with pytest.raises(EnrollmentError, match="George_W_Bush_0001.jpg") as error:
+        enroll_from_images("powell", POWELL[:3] + BUSH[:1], pipeline, gallery)
+    assert "Colin_Powell" not in str(error.value) and "nobody was enrolled" in str(error.value)
+    assert gallery.people() == []
+
+
+def test_a_face_that_is_already_enrolled_needs_force(pipeline, gallery):
+    enroll_from_images("powell", POWELL[:2], pipeline, gallery)
+    with pytest.raises(EnrollmentError, match="match 'powell'.*--force"):
+        enroll_from_images("colin", POWELL[2:], pipeline, gallery)
+    assert [p.name for p in gallery.people()] == ["powell"]
+    person, _ = enroll_from_images("colin", POWELL[2:], pipeline, gallery, force=True)
+    assert person.name == "colin" and person.embeddings == 2
+
+
+def test_agreeing_photos_of_a_new_face_are_enrolled(pipeline, gallery):
+    enroll_from_images("powell", POWELL, pipeline, gallery)
+    person, _ = enroll_from_images("bush", BUSH, pipeline, gallery)
+    assert person.embeddings == len(BUSH) and person.role == "user"
+
+
+def _session(gallery, config: Config, clock: FakeClock, **kwargs) -> ButtonEnrollment:
+    return ButtonEnrollment(gallery, config.enrollment, decision_settings(config), clock(), **kwargs)
+
+
+def test_the_camera_enrolment_makes_the_first_admin_from_one_live_track(pipeline, gallery):
+    config = Config()
+    config.enrollment.frames = 3
+    config.enrollment.min_face_pixels = 60
+    clock = FakeClock()
+    frames = sorted((NUAA / "live").glob("*.jpg")) * 3
+    camera = PlaylistCamera(frames, on_frame=lambda: clock.advance(1 / FPS))
+    liveness = make_liveness("both", MODELS, window_seconds=config.decision.window_seconds)
+    session = _session(gallery, config, clock, name="alice", trusted=True, role="admin")
+    person = capture_from_camera(session, camera.read, pipeline, liveness, clock)
+    assert (person.name, person.role, person.embeddings) == ("alice", "admin", 3)
+
+
+def test_the_camera_enrolment_refuses_a_printed_photo(pipeline, gallery):
+    config = Config()
+    config.enrollment.frames = 3
+    config.enrollment.min_face_pixels = 60
+    clock = FakeClock()
+    frames = sorted((NUAA / "spoof").glob("*.jpg")) * 3
+    camera = PlaylistCamera(frames, on_frame=lambda: clock.advance(1 / FPS))
+    liveness = make_liveness("both", MODELS, window_seconds=config.decision.window_seconds)
+    session = _session(gallery, config, clock, name="mallory", trusted=True, role="admin")
+    with pytest.raises(EnrollmentError, match="liveness|proof of life"):
+        capture_from_camera(session, camera.read, pipeline, liveness, clock)
+    assert gallery.people() == []
+
+
+def test_the_button_alone_cannot_enrol_into_a_gallery_without_an_admin(pipeline, gallery):
+    config = Config()
+    config.enrollment.require_admin = False  # even with the admin check switched off
+    clock = FakeClock()
+    session = _session(gallery, config, clock)
+    assert session.finished and session.person is None and "kiosk enroll NAME --camera --role admin" in session.message
+    enroll_from_images("powell", POWELL, pipeline, gallery, role="admin")
+    config.enrollment.frames = 2
+    config.enrollment.min_face_pixels = 60
+    session = _session(gallery, config, clock)
+    camera = PlaylistCamera(BUSH * 2, on_frame=lambda: clock.advance(1 / FPS))
+    person = capture_from_camera(session, camera.read, pipeline, NoLivenessCheck(), clock)
+    assert person.role == "user", "the button never makes an admin"
