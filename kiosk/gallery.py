@@ -621,7 +621,8 @@ class Gallery:
             target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as error:
             raise GalleryError(f"cannot create the state folder {target.parent} ({error}); nothing was restored") from error
-        device_key = load_or_create_key(target.with_suffix(".key")) if version >= 2 else None
+        key_path, marker = target.with_suffix(".key"), target.with_suffix(".created")
+        device_key = load_or_create_key(key_path) if version >= 2 else None
         partial = target.with_name(target.name + ".restoring")
         try:
             _create_private_empty_file(partial)
@@ -629,17 +630,22 @@ class Gallery:
             if device_key is not None:
                 _resign(partial, signing_key, device_key)
             _fsync_file(partial)
+            for path in (partial, key_path):
+                _give_to_folder_owner(path)
             for suffix in ("-wal", "-shm"):
                 Path(f"{target}{suffix}").unlink(missing_ok=True)
             partial.replace(target)
             _fsync_directory(target.parent)
-            marker = target.with_suffix(".created")
-            if not marker.exists():
-                write_private_file(marker, MARKER_TEXT.format(gallery=target.name).encode())
         except (sqlite3.Error, OSError) as error:
             partial.unlink(missing_ok=True)
             raise GalleryError(
                 f"restoring {source} into {target} failed ({error}); the gallery there was not replaced") from error
+        try:
+            if not marker.exists():
+                write_private_file(marker, MARKER_TEXT.format(gallery=target.name).encode())
+                _give_to_folder_owner(marker)
+        except OSError:
+            pass  # the gallery is restored; opening it writes the marker
         return int(people)
 
     def integrity_ok(self) -> bool:
@@ -777,6 +783,14 @@ def _make_private(path: Path) -> None:
             path.chmod(mode & 0o700)
     except OSError:
         pass
+
+
+def _give_to_folder_owner(path: Path) -> None:
+    """When root restores (``sudo kiosk restore``), hand the new files to the folder's owner, the service user,
+    who could not open them otherwise."""
+    if path.exists() and os.geteuid() == 0:
+        folder = path.parent.stat()
+        os.chown(path, folder.st_uid, folder.st_gid)
 
 
 def _fsync_file(path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -367,3 +368,17 @@ def test_a_schema_1_backup_is_restored_and_signed_when_opened(tmp_path):
     target = tmp_path / "state" / "gallery.sqlite3"
     assert Gallery.restore(backup, target, "model-a") == 1
     assert Gallery(target, "model-a").templates().names == ["Ann"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="restoring as root (sudo kiosk restore) needs root")
+def test_a_restore_by_root_leaves_the_files_to_the_service_user(tmp_path):
+    live = Gallery(tmp_path / "pi" / "gallery.sqlite3", "model-a")
+    live.add_person("Ann", unit(1))
+    backup = live.backup(tmp_path / "backup.sqlite3")
+    live.close()
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, 65534, 65534)  # the service user's state folder
+    Gallery.restore(backup, state / "gallery.sqlite3", "model-a")
+    for name in ("gallery.sqlite3", "gallery.key", "gallery.created"):
+        assert ((state / name).stat().st_uid, (state / name).stat().st_mode & 0o777) == (65534, 0o600), name
