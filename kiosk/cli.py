@@ -73,6 +73,15 @@ def _lock_service(config: Config) -> int:
     return handle
 
 
+def _lock_while_stopped(config: Config, command: str) -> int:
+    """The service lock for a command that needs the camera or pins the running door owns; refused while it runs."""
+    try:
+        return _lock_service(config)
+    except ServiceRunning as error:
+        raise FaceKioskError(f"the door is running ({error}) and owns the camera and pins: stop it first "
+                             f"(sudo systemctl stop kiosk), run 'kiosk {command}', then sudo systemctl start kiosk") from error
+
+
 def read_relay_record(path: Path) -> tuple[int, bool] | None:
     """(relay pin, active high) recorded by the last good start, or None if there is no usable record."""
     try:
@@ -250,7 +259,11 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     config = _config(args)
     if args.camera:
         config.camera.source = args.camera
-    checks = run_selftest(config, _model_dir(config), args.simulate, args.relay, args.button)
+    lock = _lock_while_stopped(config, "selftest")  # it drives the camera and the relay the running door owns
+    try:
+        checks = run_selftest(config, _model_dir(config), args.simulate, args.relay, args.button)
+    finally:
+        os.close(lock)
     failed = [c for c in checks if c.status == "FAIL"]
     print(f"{len(checks) - len(failed)} of {len(checks)} checks passed or skipped" + (f"; FAILED: {', '.join(c.name for c in failed)}" if failed else ""))
     return 1 if failed else 0
@@ -327,7 +340,11 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             for note in notes:
                 print(note, file=sys.stderr)
         else:
-            person = _enroll_from_camera(args, config, pipeline, gallery)
+            lock = _lock_while_stopped(config, "enroll --camera")
+            try:
+                person = _enroll_from_camera(args, config, pipeline, gallery)
+            finally:
+                os.close(lock)
         print(f"enrolled {person.name!r} as {person.role} with {person.embeddings} face embeddings")
         return 0
     finally:

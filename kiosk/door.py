@@ -227,15 +227,16 @@ class Door:
         try:
             saved = self.gallery.load_state(LOCKOUT_STATE)
             state = json.loads(saved) if saved else {}
-            until, suspicious = state.get("until"), [float(t) for t in state.get("suspicious", [])]
-        except (GalleryError, ValueError, TypeError) as error:
+            until = None if state.get("until") is None else float(state["until"])
+            suspicious = [float(t) for t in state.get("suspicious", [])]
+        except (GalleryError, ValueError, TypeError, AttributeError) as error:
             log.error("saved lockout unreadable, ignored: %s", error)
             return
         now, wall = self.clock(), self.gallery.clock()
         window = self.decision.settings.lockout_window_seconds
         self.decision.suspicious.extend(now - (wall - t) for t in sorted(suspicious) if 0 <= wall - t <= window)
-        if until is not None and float(until) > wall:
-            remaining = min(float(until) - wall, self.decision.settings.lockout_seconds)
+        if until is not None and until > wall:
+            remaining = min(until - wall, self.decision.settings.lockout_seconds)
             self.decision.locked_out_until = now + remaining
             self.hardware.show(Led.LOCKED_OUT)
             log.warning("locked out for another %.0f s (saved before the restart)", remaining)

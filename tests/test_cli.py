@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -188,3 +189,17 @@ def test_restore_names_the_people_whose_faces_failed_their_check(tmp_path, capsy
     assert "'Ann'" in err and "kiosk people remove Ann" in err
     assert cli.main(["people", "--state-dir", str(state), "list"]) == 0
     assert "kiosk enroll Ann" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["selftest", "--simulate"], ["enroll", "someone", "--camera"]])
+def test_commands_that_need_the_camera_or_pins_refuse_while_the_door_runs(tmp_path, capsys, command):
+    from kiosk.config import Config
+
+    config = Config()
+    config.storage.state_dir = str(tmp_path / "state")
+    held = cli._lock_service(config)  # what a running 'kiosk run' holds
+    try:
+        assert cli.main([*command, "--state-dir", config.storage.state_dir]) == 2
+    finally:
+        os.close(held)
+    assert "stop it first (sudo systemctl stop kiosk)" in capsys.readouterr().err
