@@ -56,6 +56,8 @@ class DecisionConfig:
     max_denied: int = 5  # denied attempts ...
     lockout_window_minutes: float = 5.0  # ... within this many minutes lock the door out
     lockout_minutes: float = 5.0
+    liveness_wait_seconds: float = 4.0  # a face with no proof of life (no motion) this long is refused as a spoof
+    track_gap_seconds: float = 0.5  # a face gone longer than this comes back as a new attempt
 
 
 @dataclass
@@ -127,6 +129,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "decision.max_denied": (1, 50),
     "decision.lockout_window_minutes": (1, 1440),
     "decision.lockout_minutes": (0.5, 1440),
+    "decision.liveness_wait_seconds": (1, 30),
+    "decision.track_gap_seconds": (0.1, 5),
 }
 """Keys bounded on both sides (inclusive); the error message names the range."""
 

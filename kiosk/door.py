@@ -67,6 +67,7 @@ def decision_settings(config: Config) -> DecisionSettings:
     return DecisionSettings(
         k=d.k, n=d.n, window_seconds=d.window_seconds, unlock_seconds=d.unlock_seconds, rearm_seconds=d.rearm_seconds,
         max_denied=d.max_denied, lockout_window_seconds=d.lockout_window_minutes * 60, lockout_seconds=d.lockout_minutes * 60,
+        liveness_wait_seconds=d.liveness_wait_seconds, track_gap_seconds=d.track_gap_seconds,
     )
 
 
