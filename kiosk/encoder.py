@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,12 @@ def sha256_of(path: Path) -> str:
 
 @dataclass
 class ModelInfo:
-    """The metadata stored next to the model in ``encoder.json``."""
+    """The metadata stored next to the model in ``encoder.json``, range-checked on load.
+
+    ``impostor_curve``: ((cosine, per-comparison false-accept rate), ...), cosines rising and
+    rates falling (``open_set.curve``, see :mod:`kiosk.openset`); empty when the model was
+    not calibrated for open-set use.
+    """
 
     input_size: int
     embedding_size: int
@@ -95,11 +101,12 @@ class ModelInfo:
     target_far: float
     sha256: str
     min_strength: float = 0.0
+    impostor_curve: tuple[tuple[float, float], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path) -> ModelInfo:
-        """Read and validate ``encoder.json``."""
+        """Read and validate ``encoder.json``; a missing or out-of-range field is a :class:`ModelError` naming it."""
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError as error:
@@ -107,18 +114,72 @@ class ModelInfo:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ModelError(f"model metadata {path} is not valid JSON: {error}") from error
         try:
-            spec = data["input"]
             return cls(
-                input_size=int(spec["size"]),
-                embedding_size=int(data["embedding_size"]),
-                threshold=float(data["threshold"]["value"]),
-                target_far=float(data["threshold"]["target_far"]),
-                sha256=str(data["tflite_sha256"]),
-                min_strength=float(data.get("quality", {}).get("min_strength", 0.0)),
+                input_size=int(_number(data, "input.size", lambda v: v >= 1 and v == int(v), "a positive whole number")),
+                embedding_size=int(_number(data, "embedding_size", lambda v: v >= 1 and v == int(v), "a positive whole number")),
+                threshold=_number(data, "threshold.value", lambda v: 0 < v < 1, "a cosine in (0, 1)"),
+                target_far=_number(data, "threshold.target_far", lambda v: 0 < v < 1, "a rate in (0, 1)"),
+                sha256=_text(data, "tflite_sha256"),
+                min_strength=_number(data, "quality.min_strength", lambda v: v >= 0, "a length >= 0", default=0.0),
+                impostor_curve=_impostor_curve(data),
                 extra=data,
             )
-        except (KeyError, TypeError, ValueError) as error:
-            raise ModelError(f"model metadata {path} lacks or mangles the field {error}") from error
+        except _BadField as error:
+            raise ModelError(f"model metadata {path}: {error}") from None
+
+
+class _BadField(ValueError):
+    """A field of the metadata is missing or out of range (the message names it)."""
+
+
+_MISSING = object()
+
+
+def _lookup(data: Any, dotted: str, default: Any = _MISSING) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            if default is _MISSING:
+                raise _BadField(f"lacks the field {dotted}")
+            return default
+        data = data[key]
+    return data
+
+
+def _finite(value: Any, name: str, valid: Any, meaning: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not valid(value):
+        raise _BadField(f"the field {name} must be {meaning}, got {value!r}")
+    return float(value)
+
+
+def _number(data: dict, dotted: str, valid: Any, meaning: str, default: Any = _MISSING) -> float:
+    return _finite(_lookup(data, dotted, default), dotted, valid, meaning)
+
+
+def _text(data: dict, dotted: str) -> str:
+    value = _lookup(data, dotted)
+    if not isinstance(value, str) or not value:
+        raise _BadField(f"the field {dotted} must be non-empty text, got {value!r}")
+    return value
+
+
+def _impostor_curve(data: dict) -> tuple[tuple[float, float], ...]:
+    """``open_set.curve``: at least two [cosine, rate] points, cosines rising in (-1, 1), rates falling in (0, 1]."""
+    points = _lookup(data, "open_set.curve", default=None)
+    if points is None:
+        return ()
+    name = "open_set.curve"
+    if not isinstance(points, list) or len(points) < 2 or not all(isinstance(p, list) and len(p) == 2 for p in points):
+        raise _BadField(f"the field {name} must be a list of at least two [cosine, false-accept rate] pairs")
+    curve = tuple(
+        (_finite(cosine, f"{name}[{i}] cosine", lambda v: -1 < v < 1, "in (-1, 1)"),
+         _finite(rate, f"{name}[{i}] rate", lambda v: 0 < v <= 1, "in (0, 1]"))
+        for i, (cosine, rate) in enumerate(points)
+    )
+    for i in range(1, len(curve)):
+        if not (curve[i][0] > curve[i - 1][0] and curve[i][1] < curve[i - 1][1]):
+            raise _BadField(f"the field {name} must have rising cosines and falling rates; point {i} {list(curve[i])} "
+                            f"does not follow {list(curve[i - 1])}")
+    return curve
 
 
 def load_verified_model(path: Path, sha256: str, input_size: int, num_threads: int, what: str = "model") -> tuple[str, Any]:

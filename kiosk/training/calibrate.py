@@ -4,15 +4,29 @@ Calibrated on the int8 model, through the door's own pipeline, on identities
 that took no part in training, for a target false-accept rate per
 comparison. All pairs of the calibration images are scored: pairs of one
 identity are genuine, all others impostors.
+
+The open-set part (``kiosk-train calibrate-openset``) measures the impostor
+curve the door needs to hold a false-accept rate per stranger *attempt*
+whatever the number of people enrolled (see :mod:`kiosk.openset`): the same
+held-aside identities plus half of wild CelebA, through the detector
+settings ``kiosk run`` uses.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from kiosk.config import DetectorConfig
+from kiosk.face import DetectorSettings, ImageError, image_files, read_image
 from kiosk.metrics import accept_rate, equal_error_rate, threshold_for_far
+from kiosk.pipeline import FacePipeline
+from kiosk.training.datasets import identity_folders, pair_people, read_pairs
+from kiosk.training.splits import make_split
 
 
 @dataclass(frozen=True)
@@ -60,5 +74,195 @@ def calibrate_threshold(embeddings: np.ndarray, labels: np.ndarray, target_far: 
         genuine_pairs=int(genuine.size),
         impostor_pairs=int(impostor.size),
         identities=int(np.unique(labels).size),
-        images=int(len(labels)),
+        images=len(labels),
     )
+
+
+# --- Open-set calibration: strangers accepted per attempt at the door -----------------------------
+
+
+def door_detector() -> DetectorSettings:
+    """The Haar settings ``kiosk run`` uses out of the box (``kiosk.config.DetectorConfig`` defaults)."""
+    config = DetectorConfig()
+    return DetectorSettings(work_width=config.work_width, min_face_fraction=config.min_face_fraction,
+                            rotations=tuple(config.rotations))
+
+
+def wild_celeba_halves(identities: list[str]) -> dict[str, set[str]]:
+    """The wild CelebA identities split in two fixed halves, ``"calibrate"`` and ``"evaluate"``.
+
+    Ordered by a hash of the folder name, so the split does not depend on listing order and
+    does not follow CelebA's own numbering.
+    """
+    ordered = sorted(identities, key=lambda name: hashlib.sha256(name.encode()).hexdigest())
+    half = len(ordered) // 2
+    return {"calibrate": set(ordered[:half]), "evaluate": set(ordered[half:])}
+
+
+def open_set_images(data: Path, role: str) -> list[tuple[Path, str]]:
+    """(image, identity) of the calibration or the evaluation identities of the open-set curve.
+
+    ``role="calibrate"``: the identities held aside from training (``kiosk.training.splits``)
+    plus the calibration half of wild CelebA. ``role="evaluate"``: the other half of wild CelebA
+    plus every person of ``lfw_pairsDevTest.txt``; these are never used for calibration.
+    """
+    data = Path(data)
+    if role not in ("calibrate", "evaluate"):
+        raise ValueError(f"role must be 'calibrate' or 'evaluate', got {role!r}")
+    wild = identity_folders(data / "celeba")
+    half = wild_celeba_halves(list(wild))[role]
+    wild_images = [(path, f"celeba/{name}") for name in sorted(half) for path in wild[name]]
+    if role == "calibrate":
+        split = make_split(data, holdout=0.1, seed=0)
+        held = [(path, "/".join(path.relative_to(data).parts[:2])) for path, _ in split.calibrate]
+        return held + wild_images
+    test_people = sorted(pair_people(read_pairs(data / "lfw_pairsDevTest.txt", data / "lfw")))
+    return wild_images + [(path, f"lfw/{name}") for name in test_people for path in image_files(data / "lfw" / name)]
+
+
+@dataclass(frozen=True)
+class FaceSet:
+    """Images embedded through the door front end; a row of NaN where no usable face was found."""
+
+    paths: list[str]
+    identities: np.ndarray
+    embeddings: np.ndarray
+
+    @property
+    def found(self) -> np.ndarray:
+        """Which images gave a usable face."""
+        return np.isfinite(self.embeddings[:, 0])
+
+    def select(self, rows: np.ndarray) -> FaceSet:
+        return FaceSet([self.paths[i] for i in np.flatnonzero(rows)], self.identities[rows], self.embeddings[rows])
+
+
+def embed_through_door(model_dir: Path, images: list[tuple[Path, str]], cache_file: Path | None = None,
+                       desc: str = "embedding") -> FaceSet:
+    """Embed ``images`` as the door would (door detector, largest face, quality gate), cached in ``cache_file``.
+
+    The cache is reused only when it was made by the same model file, detector settings and image list.
+    """
+    pipeline = FacePipeline(model_dir, door_detector(), num_threads=1)
+    paths = [str(path) for path, _ in images]
+    key = hashlib.sha256("\n".join([pipeline.encoder.info.sha256, repr(door_detector()), *paths]).encode()).hexdigest()
+    if cache_file is not None and cache_file.exists():
+        cached = np.load(cache_file)
+        if str(cached["key"]) == key:
+            return FaceSet(paths, cached["identities"], cached["embeddings"])
+    embeddings = np.full((len(images), pipeline.encoder.info.embedding_size), np.nan, np.float32)
+    for row, (path, _) in enumerate(tqdm(images, desc=desc, unit="img")):
+        try:
+            result = pipeline.embed_largest(read_image(path))
+        except ImageError:
+            continue
+        if result is not None:
+            embeddings[row] = result.embedding
+    identities = np.array([identity for _, identity in images])
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache_file, key=key, identities=identities, embeddings=embeddings)
+    return FaceSet(paths, identities, embeddings)
+
+
+TAIL_FROM = 1e-4
+"""Rate below which the measured curve has too few pairs to trust; an exponential tail in Fisher z takes over."""
+CURVE_RATES = 10.0 ** -np.arange(1.0, 12.01, 0.1)
+"""Per-comparison false-accept rates at which the curve is stored (1e-1 ... 1e-12)."""
+MAX_CURVE_COSINE = 0.9999
+
+
+def impostor_scores(faces: FaceSet) -> np.ndarray:
+    """Cosine of every pair of usable faces of two different identities."""
+    found = faces.select(faces.found)
+    similarity = found.embeddings @ found.embeddings.T
+    first, second = np.triu_indices(len(found.paths), k=1)
+    different = found.identities[first] != found.identities[second]
+    return similarity[first[different], second[different]]
+
+
+def impostor_quantiles(scores: np.ndarray, rates: np.ndarray, tail_from: float = TAIL_FROM) -> np.ndarray:
+    """The cosine above which a fraction ``rate`` of impostor pairs score, for each rate.
+
+    Measured down to ``tail_from``; below it the Fisher z of the score (atanh) is taken to fall
+    off exponentially, with the mean excess of the pairs above the ``tail_from`` point as scale
+    (a peaks-over-threshold fit). That tail is heavier than a Gaussian one: the top impostor
+    pairs of this encoder come from "hub" images (faces it maps close to its mean embedding,
+    and false detections) and fall off slowly.
+    """
+    z = np.sort(np.arctanh(np.clip(scores.astype(np.float64), -0.999999, 0.999999)))[::-1]
+    above = max(int(tail_from * z.size), 10)
+    if above >= z.size:
+        raise ValueError(f"{z.size} impostor pairs are too few to fit a tail from rate {tail_from:g}")
+    anchor_z, anchor_rate = z[above], above / z.size
+    scale = float(np.mean(z[:above] - anchor_z))
+    measured = z[np.minimum((rates * z.size).astype(int), z.size - 1)]
+    tail = anchor_z + scale * np.log(anchor_rate / rates)
+    return np.tanh(np.where(rates >= anchor_rate, measured, tail))
+
+
+def impostor_curve(scores: np.ndarray, rates: np.ndarray = CURVE_RATES, tail_from: float = TAIL_FROM) -> list[list[float]]:
+    """[[cosine, rate], ...] for ``open_set.curve``: cosines rising strictly and below ``MAX_CURVE_COSINE``, rates falling."""
+    curve: list[list[float]] = []
+    for cosine, rate in zip(impostor_quantiles(scores, rates, tail_from), rates):
+        cosine = round(float(cosine), 6)
+        if cosine >= MAX_CURVE_COSINE:
+            break
+        if not curve or cosine > curve[-1][0]:
+            curve.append([cosine, float(f"{rate:.4g}")])
+    return curve
+
+
+CHECK_RATES = (1e-4, 1e-5, 3e-6, 1e-6)
+
+
+def tail_check(faces: FaceSet, rates: tuple[float, ...] = CHECK_RATES) -> list[dict]:
+    """How well the curve predicts pairs of identities it was not fitted on.
+
+    The identities are split in two halves by a hash of their name; the curve fitted on one
+    half gives, for each rate, a threshold, and the other half's impostor pairs say which
+    rate that threshold really has. Both directions are summed.
+    """
+    half = np.array([hashlib.sha256(name.encode()).digest()[0] % 2 for name in faces.identities])
+    parts = [faces.select(half == side) for side in (0, 1)]
+    scores = [impostor_scores(part) for part in parts]
+    checks = []
+    for rate in rates:
+        accepted = pairs = 0
+        for fit, test in ((0, 1), (1, 0)):
+            threshold = impostor_quantiles(scores[fit], np.array([rate]))[0]
+            accepted += int(np.count_nonzero(scores[test] > threshold))
+            pairs += scores[test].size
+        checks.append({"predicted": rate, "observed": accepted / pairs, "pairs_above": accepted, "pairs": pairs})
+    return checks
+
+
+def calibrate_open_set(model_dir: Path, data: Path, cache_dir: Path) -> dict:
+    """The ``open_set`` section of ``encoder.json``: the impostor curve on the calibration identities, and its check.
+
+    Every calibration image goes through the door front end (:func:`door_detector`, the
+    shipped int8 encoder and its quality gate); embeddings are cached in ``cache_dir``.
+    """
+    faces = embed_through_door(model_dir, open_set_images(data, "calibrate"), Path(cache_dir) / "calibrate.npz",
+                               desc="calibration photos")
+    scores = impostor_scores(faces)
+    detector = door_detector()
+    return {
+        "curve": impostor_curve(scores),
+        "rule": "F(t) = the curve (log-linear between points): share of single stranger comparisons scoring above t; "
+                "expected stranger acceptance per attempt with M templates enrolled = 1 - (1 - F(t))^M (kiosk/openset.py)",
+        "tail": f"measured down to {TAIL_FROM:g} per comparison; below, atanh(cosine) falls off exponentially with the "
+                f"mean excess of the pairs above the {TAIL_FROM:g} point as scale (peaks over threshold)",
+        "tail_check": tail_check(faces),
+        "tail_check_rule": "identities split in halves by a hash of the name; curve fitted on one half, rate observed "
+                           "on the other half's impostor pairs at the fitted threshold; both directions summed",
+        "front_end": {"work_width": detector.work_width, "min_face_fraction": detector.min_face_fraction,
+                      "rotations": list(detector.rotations), "quality_gate": "quality.min_strength"},
+        "calibrated_on": "identities held aside from training (LFW outside lfw_pairsDevTest.txt and CelebA aligned, "
+                         "kiosk.training.splits) and the calibration half of wild CelebA (folders ordered by SHA-256 "
+                         "of the name, first half); never the evaluation half or the lfw_pairsDevTest.txt people",
+        "identities": int(np.unique(faces.identities).size),
+        "images": len(faces.paths),
+        "usable_faces": int(np.count_nonzero(faces.found)),
+        "impostor_pairs": int(scores.size),
+    }

@@ -5,7 +5,7 @@ model is rebuilt from scratch, with a fixed seed, by::
 
     kiosk-train all --data ../shared/data --out models
 
-which runs the four steps below in order (see ``--help`` of each).
+which runs the steps below in order (see ``--help`` of each).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path("cache")
 DEFAULT_RUN = Path("runs/encoder")
 DEFAULT_MODELS = Path("models")
+UNCALIBRATED_THRESHOLD = 0.999999
+"""The threshold an export writes before ``calibrate`` runs: no face scores above it."""
 
 DATA_TERMS = {
     "lfw": "Labeled Faces in the Wild (Huang et al., UMass Amherst): research benchmark; people in lfw_pairsDevTest.txt excluded",
@@ -85,8 +87,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     from kiosk.encoder import METADATA_FILE, MODEL_FILE, sha256_of
     from kiosk.face import CROP_GEOMETRY, ENCODER_SIZE
     from kiosk.training.export import check_export, export_int8
-    from kiosk.training.prepare import Cache, center_crops
     from kiosk.training.model import fold_head
+    from kiosk.training.prepare import Cache, center_crops
     from kiosk.training.train import distillation_loss
 
     trained = keras.models.load_model(args.model, custom_objects={"distillation_loss": distillation_loss}, compile=False)
@@ -121,7 +123,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         },
         "embedding_size": int(model.output.shape[-1]),
         "normalisation": "L2, outside the graph (the runtime does it)",
-        "threshold": {"value": 0.0, "target_far": args.target_far},
+        # Until calibration replaces it: a door on an uncalibrated model lets nobody in.
+        "threshold": {"value": UNCALIBRATED_THRESHOLD, "target_far": args.target_far, "calibrated_on": "not yet calibrated"},
         "export_check": [check.__dict__ for check in checks],
         "export_check_held_out": [check.__dict__ for check in held_checks],
         "tflite_sha256": sha256_of(tflite),
@@ -160,12 +163,13 @@ STRENGTH_FRACTION = 0.45
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Quality gate and threshold, on held-aside identities, through the door's pipeline and the int8 file."""
+    from tqdm import tqdm
+
     from kiosk.encoder import METADATA_FILE
     from kiosk.face import read_image
     from kiosk.pipeline import FacePipeline
     from kiosk.training.calibrate import calibrate_threshold
     from kiosk.training.prepare import Cache
-    from tqdm import tqdm
 
     held = Cache.load(args.cache / "calibrate.npz")
     pipeline = FacePipeline(args.models)
@@ -196,6 +200,31 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
           f"{calibration.impostor_pairs} impostor pairs, {calibration.identities} identities)")
 
 
+def cmd_calibrate_openset(args: argparse.Namespace) -> None:
+    """Write the open-set impostor curve into encoder.json and show the door thresholds it gives."""
+    from kiosk.config import RecognitionConfig
+    from kiosk.encoder import METADATA_FILE, ModelInfo
+    from kiosk.openset import door_threshold
+    from kiosk.training.calibrate import calibrate_open_set
+
+    section = calibrate_open_set(args.models, args.data, args.cache)
+    path = args.models / METADATA_FILE
+    metadata = json.loads(path.read_text())
+    metadata["open_set"] = section
+    path.write_text(json.dumps(metadata, indent=2))
+    info = ModelInfo.load(path)  # the range checks the door applies
+    print(f"open-set curve from {section['impostor_pairs']:,} impostor pairs of {section['identities']} identities "
+          f"({section['usable_faces']} usable faces of {section['images']} images) written to {path}")
+    print("tail check on held-out identities (predicted -> observed per comparison):")
+    for check in section["tail_check"]:
+        print(f"  {check['predicted']:.0e} -> {check['observed']:.1e} ({check['pairs_above']} of {check['pairs']:,} pairs)")
+    print("door thresholds:")
+    for rate in (1e-3, 1e-4):
+        for people in (1, 20):
+            door = door_threshold(info, RecognitionConfig(false_accept_rate=rate), people, 3 * people)
+            print(f"  {door.source}: {door.value:.4f}")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from kiosk.training.report import evaluate_and_report
 
@@ -216,6 +245,7 @@ def cmd_all(args: argparse.Namespace) -> None:
                                      activation="relu", init_from=run / "prelu" / "encoder.keras")),
         ("export", argparse.Namespace(model=run / "relu" / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
+        ("calibrate-openset", argparse.Namespace(models=args.out, data=args.data, cache=args.cache / "openset")),
         ("evaluate", argparse.Namespace(models=args.out, data=args.data, report=args.out / "encoder-report.md",
                                         no_peers=True)),  # the peers: python -m bench
     ]
@@ -226,7 +256,7 @@ def cmd_all(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "export": cmd_export, "calibrate": cmd_calibrate,
-            "evaluate": cmd_evaluate, "all": cmd_all}
+            "calibrate-openset": cmd_calibrate_openset, "evaluate": cmd_evaluate, "all": cmd_all}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,13 +301,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--target-far", type=float, default=1e-3, help="false-accept rate per comparison (default %(default)g)")
 
+    p = sub.add_parser(
+        "calibrate-openset", help="impostor curve that turns recognition.false_accept_rate into the door's threshold",
+        description="Embed the calibration identities through the door's own front end (the detector settings "
+                    "'kiosk run' uses by default, the int8 encoder, the quality gate), score every pair of two "
+                    "different people, and write the impostor curve (share of stranger comparisons above each "
+                    "cosine, with an exponential tail beyond the measured pairs) into the open_set section of "
+                    "encoder.json. The model file and its hash are not touched. Calibration identities: those "
+                    "held aside from training plus half of wild CelebA; the other half and the lfw_pairsDevTest.txt "
+                    "people are left for 'python -m bench.openset'. Embeddings are cached (CACHE/calibrate.npz).",
+    )
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
+                   help="folder of encoder.tflite and encoder.json (default %(default)s)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "openset", help="embedding cache folder (default %(default)s)")
+
     p = sub.add_parser("evaluate", help="LFW / CelebA / hard-light report with ROC plot, peers side by side")
     p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--report", type=Path, default=DEFAULT_MODELS / "encoder-report.md")
     p.add_argument("--no-peers", action="store_true", help="skip OpenCV YuNet+SFace and dlib")
 
-    p = sub.add_parser("all", help="prepare + train + export + evaluate: rebuild the shipped model")
+    p = sub.add_parser("all", help="prepare + train + export + calibrate-openset + evaluate: rebuild the shipped model")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--run", type=Path, default=DEFAULT_RUN)

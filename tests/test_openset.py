@@ -1,0 +1,207 @@
+"""False accepts per door, not per comparison: the door threshold from the model's impostor curve."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from bench import openset as bench_openset
+from kiosk.config import ConfigError, RecognitionConfig
+from kiosk.encoder import ModelError, ModelInfo, sha256_of
+from kiosk.openset import comparison_far, comparison_threshold, door_threshold, expected_far
+from kiosk.training.calibrate import FaceSet, impostor_curve, tail_check, wild_celeba_halves
+from tests.conftest import FACES, MODELS
+
+# log10 F falls linearly from -1 at cosine 0.2 to -8.5 at 0.95: a curve whose inverse is known exactly.
+SYNTHETIC_COSINES = np.linspace(0.2, 0.95, 16)
+SYNTHETIC = ModelInfo(input_size=112, embedding_size=128, threshold=0.43, target_far=1e-3, sha256="0" * 64,
+                      impostor_curve=tuple((float(c), float(10 ** (-1 - 10 * (c - 0.2)))) for c in SYNTHETIC_COSINES))
+
+
+def synthetic_far(cosine: float) -> float:
+    return 10 ** (-1 - 10 * (cosine - 0.2))
+
+
+@pytest.mark.parametrize("target", [1e-2, 1e-3, 1e-4, 1e-6])
+@pytest.mark.parametrize("people", [1, 5, 20, 50])
+def test_the_automatic_threshold_meets_the_target_exactly_unless_the_model_floor_is_higher(target, people):
+    door = door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=target), people, 3 * people)
+    per_comparison = 1 - (1 - synthetic_far(door.value)) ** (3 * people)
+    assert door.value >= SYNTHETIC.threshold
+    assert door.expected_far == pytest.approx(per_comparison, rel=1e-6)
+    if door.value > SYNTHETIC.threshold:
+        assert door.expected_far == pytest.approx(target, rel=1e-6)
+        people_text = f"{people} {'person' if people == 1 else 'people'}"
+        assert f"false_accept_rate {target:g} with {people_text} / {3 * people} templates" in door.source
+    else:
+        assert door.expected_far <= target and "floor" in door.source
+
+
+def test_the_threshold_rises_with_people_and_templates_and_falls_with_the_allowed_rate():
+    thresholds = [door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=1e-4), n, 3 * n).value for n in (1, 2, 5, 20, 50, 200)]
+    assert thresholds == sorted(thresholds) and len(set(thresholds)) == len(thresholds)
+    by_templates = [door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=1e-4), 5, m).value for m in (5, 10, 15, 50)]
+    assert by_templates == sorted(by_templates) and len(set(by_templates)) == len(by_templates)
+    by_rate = [door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=r), 20, 60).value for r in (1e-2, 1e-3, 1e-4, 1e-5)]
+    assert by_rate == sorted(by_rate) and len(set(by_rate)) == len(by_rate)
+
+
+def test_expected_far_grows_with_the_gallery_and_falls_with_the_threshold():
+    by_templates = [expected_far(SYNTHETIC, 0.6, n, 3 * n) for n in (0, 1, 5, 20, 50)]
+    assert by_templates == sorted(by_templates) and by_templates[0] < by_templates[-1]
+    by_threshold = [expected_far(SYNTHETIC, t, 20, 60) for t in (0.3, 0.5, 0.7, 0.9)]
+    assert by_threshold == sorted(by_threshold, reverse=True)
+    assert expected_far(SYNTHETIC, 0.5, 1, 1) == pytest.approx(synthetic_far(0.5), rel=1e-9)
+    assert expected_far(SYNTHETIC, 0.1, 1, 1) == 1.0  # below the curve: no claim
+    assert expected_far(SYNTHETIC, 0.99, 1, 1) == pytest.approx(synthetic_far(0.95))  # beyond it: the last point, an upper bound
+
+
+def test_an_empty_gallery_gets_the_one_template_threshold():
+    empty = door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=1e-4), 0, 0)
+    one = door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=1e-4), 1, 1)
+    assert empty.value == one.value and empty.expected_far == pytest.approx(1e-4)
+
+
+def test_comparison_threshold_inverts_comparison_far():
+    for rate in (1e-2, 1e-4, 1e-7):
+        assert comparison_far(SYNTHETIC, comparison_threshold(SYNTHETIC, rate)) == pytest.approx(rate, rel=1e-9)
+    with pytest.raises(ValueError, match="beyond the model's impostor curve"):
+        comparison_threshold(SYNTHETIC, 1e-12)
+
+
+def test_a_manual_threshold_below_the_automatic_one_is_refused_without_the_override():
+    automatic = door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=1e-4), 20, 60).value
+    low = round(automatic - 0.05, 3)
+    with pytest.raises(ConfigError, match="recognition.threshold") as refused:
+        door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=1e-4, threshold=low), 20, 60)
+    assert "recognition.allow_threshold_below_model" in str(refused.value) and f"{automatic:.4f}" in str(refused.value)
+    override = RecognitionConfig(false_accept_rate=1e-4, threshold=low, allow_threshold_below_model=True)
+    allowed = door_threshold(SYNTHETIC, override, 20, 60)
+    assert allowed.value == low and allowed.expected_far > 1e-4 and allowed.source == f"recognition.threshold {low:g} (manual)"
+    stricter = door_threshold(SYNTHETIC, RecognitionConfig(false_accept_rate=1e-4, threshold=0.9), 20, 60)
+    assert stricter.value == 0.9 and stricter.expected_far < 1e-4
+
+
+def test_a_manual_threshold_below_the_model_per_comparison_threshold_is_always_refused():
+    with pytest.raises(ConfigError, match="recognition.threshold 0.3 is below the model's per-comparison threshold"):
+        door_threshold(SYNTHETIC, RecognitionConfig(threshold=0.3, allow_threshold_below_model=True), 1, 3)
+
+
+def test_a_rate_beyond_the_curve_is_a_config_error_naming_the_key():
+    short = replace(SYNTHETIC, impostor_curve=SYNTHETIC.impostor_curve[:6])
+    with pytest.raises(ConfigError, match="recognition.false_accept_rate 1e-07 with 50 people / 150 templates needs"):
+        door_threshold(short, RecognitionConfig(false_accept_rate=1e-7), 50, 150)
+
+
+def test_a_model_without_a_curve_is_refused_with_the_command_that_makes_one():
+    uncurved = replace(SYNTHETIC, impostor_curve=())
+    with pytest.raises(ModelError, match="kiosk-train calibrate-openset"):
+        door_threshold(uncurved, RecognitionConfig(), 1, 3)
+
+
+def test_a_gallery_with_fewer_templates_than_people_is_a_programming_error():
+    with pytest.raises(ValueError, match="at least one template per person"):
+        door_threshold(SYNTHETIC, RecognitionConfig(), 3, 2)
+
+
+def test_the_shipped_curve_loads_and_gives_sane_door_thresholds():
+    info = ModelInfo.load(MODELS / "encoder.json")
+    metadata = json.loads((MODELS / "encoder.json").read_text())
+    assert metadata["tflite_sha256"] == sha256_of(MODELS / "encoder.tflite")
+    assert len(info.impostor_curve) >= 50 and info.impostor_curve[-1][1] <= 1e-9
+    # roughly what the per-comparison calibration found at its threshold
+    assert info.target_far / 2 < comparison_far(info, info.threshold) < 3 * info.target_far
+    for check in metadata["open_set"]["tail_check"]:
+        assert check["pairs"] > 1e6 and check["observed"] <= 3 * check["predicted"]
+    previous = info.threshold
+    for people in (0, 1, 5, 20, 50):
+        door = door_threshold(info, RecognitionConfig(), people, 3 * people)
+        assert previous <= door.value < 1 and door.expected_far == pytest.approx(1e-4, rel=1e-3)
+        previous = door.value
+
+
+@pytest.fixture
+def metadata_copy(tmp_path):
+    shutil.copy(MODELS / "encoder.json", tmp_path / "encoder.json")
+    return tmp_path / "encoder.json"
+
+
+@pytest.mark.parametrize(
+    ("field", "mangle"),
+    [
+        ("threshold.value", lambda m: m["threshold"].update(value=1.5)),
+        ("threshold.value", lambda m: m["threshold"].update(value=0.0)),
+        ("threshold.value", lambda m: m["threshold"].update(value=float("nan"))),
+        ("threshold.value", lambda m: m["threshold"].update(value="0.5")),
+        ("threshold.target_far", lambda m: m["threshold"].update(target_far=0)),
+        ("embedding_size", lambda m: m.update(embedding_size=0)),
+        ("input.size", lambda m: m["input"].update(size=112.5)),
+        ("quality.min_strength", lambda m: m["quality"].update(min_strength=-1)),
+        ("tflite_sha256", lambda m: m.update(tflite_sha256="")),
+        ("open_set.curve", lambda m: m["open_set"].update(curve=[[0.5, 1e-3]])),
+        ("open_set.curve", lambda m: m["open_set"].update(curve="steep")),
+        ("open_set.curve", lambda m: m["open_set"]["curve"].reverse()),
+        ("open_set.curve", lambda m: m["open_set"]["curve"][3].__setitem__(1, 0.5)),
+        ("open_set.curve[0] cosine", lambda m: m["open_set"]["curve"][0].__setitem__(0, -1.0)),
+        ("open_set.curve[2] rate", lambda m: m["open_set"]["curve"][2].__setitem__(1, 0)),
+        ("open_set.curve[1] rate", lambda m: m["open_set"]["curve"][1].__setitem__(1, float("inf"))),
+        ("threshold", lambda m: m.pop("threshold")),
+    ],
+)
+def test_bad_metadata_is_refused_naming_the_field(metadata_copy, field, mangle):
+    metadata = json.loads(metadata_copy.read_text())
+    mangle(metadata)
+    metadata_copy.write_text(json.dumps(metadata))
+    with pytest.raises(ModelError, match=f"{metadata_copy}: .*{field.replace('[', '.').replace(']', '.')}"):
+        ModelInfo.load(metadata_copy)
+
+
+def test_metadata_without_a_curve_still_loads(metadata_copy):
+    metadata = json.loads(metadata_copy.read_text())
+    del metadata["open_set"]
+    metadata_copy.write_text(json.dumps(metadata))
+    assert ModelInfo.load(metadata_copy).impostor_curve == ()
+
+
+def test_a_curve_fitted_on_impostor_scores_is_valid_metadata_and_predicts_held_out_pairs():
+    rng = np.random.default_rng(0)
+    people = np.repeat(np.arange(400), 4)
+    centres = rng.normal(size=(400, 32))
+    embeddings = centres[people] + rng.normal(scale=1.0, size=(1600, 32))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    faces = FaceSet([f"{p}.jpg" for p in range(1600)], np.array([f"person{p}" for p in people]), embeddings.astype(np.float32))
+    scores = (embeddings @ embeddings.T)[np.triu_indices(1600, 1)][(people[:, None] != people[None, :])[np.triu_indices(1600, 1)]]
+    curve = impostor_curve(scores)
+    info = replace(SYNTHETIC, impostor_curve=tuple(map(tuple, curve)))
+    assert [c for c, _ in curve] == sorted(c for c, _ in curve) and curve[0][1] == pytest.approx(0.1)
+    assert comparison_far(info, float(np.quantile(scores, 0.99))) == pytest.approx(0.01, rel=0.05)
+    for check in tail_check(faces, (1e-3, 1e-4)):
+        assert check["pairs"] > 5e5 and 0.3 < check["observed"] / check["predicted"] < 3
+
+
+def test_the_wild_celeba_split_is_fixed_disjoint_and_even():
+    names = [f"celeb{n:05d}" for n in range(7201, 7501, 3)]
+    halves = wild_celeba_halves(names)
+    assert halves == wild_celeba_halves(list(reversed(names)))
+    assert not halves["calibrate"] & halves["evaluate"] and len(halves["calibrate"]) == len(halves["evaluate"]) == 50
+
+
+def test_the_benchmark_runs_on_the_fixture_faces(capsys, tmp_path):
+    doc = tmp_path / "security.md"
+    doc.write_text(f"before\n{bench_openset.MARK_START}\nold\n{bench_openset.MARK_END}\nafter\n")
+    assert bench_openset.main(["--faces", str(FACES), "--people", "1", "2", "--draws", "2", "--doc", str(doc)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("| 1 |") == 3 and printed.count("| 2 |") == 3 and "false_accept_rate 0.0001 (default)" in printed
+    assert "old" in doc.read_text()  # only the full run on the evaluation identities rewrites the document
+    bench_openset.write_block("new table", doc)
+    assert doc.read_text() == f"before\n{bench_openset.MARK_START}\nnew table\n{bench_openset.MARK_END}\nafter\n"
+
+
+def test_the_stranger_bound_for_zero_accepts_is_the_clopper_pearson_one():
+    assert bench_openset.upper_bound_95(1000) == pytest.approx(1 - 0.05 ** (1 / 1000))
+    assert math.isclose(bench_openset.upper_bound_95(100_000), 3 / 100_000, rel_tol=0.01)
