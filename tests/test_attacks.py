@@ -1,0 +1,223 @@
+"""The red-team suite of issue 11 (``bench/attacks.py``), one test per attack, on the in-repo fixtures.
+
+Each test plays one attack through the real door (mock pins, a fake clock at
+15 frames per second, frames from disk) and asserts that it *held*, as the
+attack defines it (see ``bench.attacks.ATTACKS``: mostly "the relay was never
+energised", read from the relay pin itself; some "every attempt was logged",
+"the resident still got in", "nobody was stored"). The outcome line says
+what the door did and logged.
+
+Attacks that succeed against the door as it is today are marked
+``xfail(strict=True)`` with what is missing: when a fix lands, the test
+XPASSes, which fails the run until the mark is removed. Every attack of
+issue 11's table holds since the fixes of that issue landed; the marks left
+are holes found beyond it.
+
+Material (tests/fixtures, see the READMEs there): NUAA subject 0006 is the
+resident (enrolled from three live frames of one session, walking up with
+another), 0006's print-attack frames are the printed photo, NUAA subject 0009
+is the live stranger (tests/fixtures/attacks); the look-alike attack enrols
+the three LFW people of tests/fixtures/faces. The button attacks use
+3-second admin and capture windows instead of 10 s (the stranger is in view
+for all of them either way).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import attacks
+from bench.attacks import ATTACKS, fixture_material, line, run_attack
+
+MATERIAL = fixture_material()
+
+
+def play(attack_id: str, tmp_path) -> attacks.Row:
+    row = run_attack(attack_id, [MATERIAL], tmp_path)
+    assert row.trials, f"attack {attack_id} was not played"
+    return row
+
+
+def assert_held(attack_id: str, tmp_path) -> attacks.Row:
+    row = play(attack_id, tmp_path)
+    assert row.held, line(row)
+    return row
+
+
+def missing(what: str):
+    """The mark of an attack that gets through today: it XPASSes (and fails the run) once ``what`` is fixed."""
+    return pytest.mark.xfail(reason=f"issue 11: {what}", strict=True)
+
+
+# Controls: the rig is a faithful door -------------------------------------------------------------------
+
+
+def test_control_the_resident_live_is_let_in(tmp_path):
+    row = assert_held("C1", tmp_path)
+    assert row.opened == 1
+
+
+def test_control_a_plain_printed_photo_is_refused(tmp_path):
+    row = assert_held("C2", tmp_path)
+    assert "spoof" in row.trials[0].events
+
+
+# 1. Liveness belongs to the attempt ---------------------------------------------------------------------
+
+
+def test_live_stranger_then_printed_photo(tmp_path):
+    assert_held("1a", tmp_path)
+
+
+def test_printed_photo_beside_a_live_face(tmp_path):
+    assert_held("1b", tmp_path)
+
+
+def test_still_photo_on_a_stand(tmp_path):
+    assert_held("2", tmp_path)
+
+
+def test_identity_switch_mid_attempt(tmp_path):
+    assert_held("11a", tmp_path)
+
+
+@missing("a face going from unknown to recognised in place (no jump) keeps its attempt and its live frames: "
+         "a stranger who covers his face with a printed photo of the resident gets in")
+def test_printed_photo_held_over_the_strangers_face(tmp_path):
+    assert_held("11b", tmp_path)
+
+
+# 3. Enrolment is as strict as an unlock ------------------------------------------------------------------
+
+
+def test_enrol_button_with_a_printed_photo_of_the_admin(tmp_path):
+    assert_held("3a", tmp_path)
+
+
+def test_enrol_button_during_a_lockout(tmp_path):
+    assert_held("3b", tmp_path)
+
+
+def test_enrol_button_with_an_empty_gallery(tmp_path):
+    assert_held("3c", tmp_path)
+
+
+def test_enrol_button_capture_refuses_a_printed_photo(tmp_path):
+    assert_held("3d", tmp_path)
+
+
+# 4. Stored embeddings are verified -----------------------------------------------------------------------
+
+
+def test_one_bit_flipped_in_a_stored_embedding(tmp_path):
+    assert_held("4a", tmp_path)
+
+
+def test_stored_embedding_of_the_wrong_length(tmp_path):
+    assert_held("4b", tmp_path)
+
+
+# 6. False accepts per door (recognition alone, liveness off) ------------------------------------------------
+
+
+@missing("the door still matches at the model's per-comparison threshold: a look-alike stranger opens it")
+def test_lookalikes(tmp_path):
+    assert_held("5", tmp_path)
+
+
+# 5. Attempts, logging and the lockout -----------------------------------------------------------------------
+
+
+def test_stranger_stepping_out_of_view_every_4th_frame(tmp_path):
+    assert_held("6a", tmp_path)
+
+
+def test_printed_photo_stepping_out_of_view_every_4th_frame(tmp_path):
+    assert_held("6b", tmp_path)
+
+
+def test_stranger_leaving_and_coming_back_is_logged_every_time(tmp_path):
+    assert_held("6c", tmp_path)
+
+
+def test_stranger_standing_in_view_does_not_lock_the_resident_out(tmp_path):
+    assert_held("7", tmp_path)
+
+
+def test_restart_or_reboot_during_a_lockout(tmp_path):
+    row = assert_held("8", tmp_path)
+    assert len(row.trials) == 2
+
+
+def test_attempts_during_a_lockout_are_logged(tmp_path):
+    assert_held("11h", tmp_path)
+
+
+# 7. Enrolment photos must agree ---------------------------------------------------------------------------
+
+
+def test_a_strangers_photo_among_the_enrolment_photos(tmp_path):
+    assert_held("9", tmp_path)
+
+
+# 3. A lost gallery is an error, not a fresh start ------------------------------------------------------------
+
+
+def test_zero_byte_gallery(tmp_path):
+    assert_held("10a", tmp_path)
+
+
+def test_deleted_gallery(tmp_path):
+    assert_held("10b", tmp_path)
+
+
+# 11. Further holes an intruder tries ------------------------------------------------------------------------
+
+
+def test_small_printed_photo_far_from_the_camera(tmp_path):
+    assert_held("11c", tmp_path)
+
+
+def test_blurred_printed_photo(tmp_path):
+    assert_held("11d", tmp_path)
+
+
+def test_printed_photo_to_a_grayscale_camera(tmp_path):
+    assert_held("11e", tmp_path)
+
+
+@pytest.mark.xfail(reason="screen replays are not covered (README: no replay data; needs replay recordings or an "
+                          "IR/active-light cue); not among issue 11's fixes", strict=True)
+def test_screen_replay_of_the_residents_video(tmp_path):
+    assert_held("11f", tmp_path)
+
+
+@pytest.mark.xfail(reason="found by the issue 11 suite: frames bit-identical to a granted attempt open the door again "
+                          "(an injected camera feed); nothing remembers recent attempts", strict=True)
+def test_exact_replay_of_a_granted_attempt(tmp_path):
+    assert_held("11g", tmp_path)
+
+
+# The suite itself -----------------------------------------------------------------------------------------------
+
+
+def test_every_attack_has_a_test():
+    tested = {"C1", "C2", "1a", "1b", "2", "3a", "3b", "3c", "3d", "4a", "4b", "5", "6a", "6b", "6c", "7", "8", "9", "10a",
+              "10b", "11a", "11b", "11c", "11d", "11e", "11f", "11g", "11h"}
+    assert {a.id for a in ATTACKS} == tested
+
+
+def test_cli_prints_the_table_and_writes_only_between_the_markers(tmp_path, capsys, monkeypatch):
+    doc = tmp_path / "security.md"
+    doc.write_text(f"before\n{attacks.MARK_START}\nold table\n{attacks.MARK_END}\nafter\n")
+    row = play("C2", tmp_path / "c2")
+    attacks.write_block(attacks.table([row], "header line"), doc)
+    text = doc.read_text()
+    assert text.startswith(f"before\n{attacks.MARK_START}\nheader line\n") and text.endswith(f"{attacks.MARK_END}\nafter\n")
+    assert "old table" not in text and "| C2 |" in text
+    assert attacks.main(["--fixtures", "--only", "C1", "C2"]) == 0
+    out = capsys.readouterr().out
+    assert "C1 control: the resident walks up, live -> opened yes" in out and "2 of 2 held" in out
+    with pytest.raises(SystemExit) as exit_:
+        attacks.main(["--help"])
+    assert exit_.value.code == 0
