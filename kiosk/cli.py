@@ -185,6 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"re-enrolled: {', '.join(stale)}", file=sys.stderr)
         print(f"kiosk: watching {config.camera.source} with {len(gallery.people())} people enrolled "
               f"({'simulated GPIO' if args.simulate else 'GPIO'}); Ctrl-C to stop", flush=True)
+        print(f"kiosk: similarity threshold {door.threshold:.3f} from {door.door_threshold.source}: expected strangers "
+              f"let in {door.door_threshold.expected_far:.1e} per attempt", flush=True)
         period = 1.0 / config.camera.max_fps
         reports, failures = [], 0
         last_reload = last_status = last_prune = time.monotonic()
@@ -211,10 +213,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 last = door.last_event
                 notifier.status(f"{fps:.1f} fps, {len(gallery.people())} people enrolled, camera "
                                 f"{'up' if report.camera_up else 'DOWN: ' + str(camera.last_error)}, last decision: "
-                                + (f"{last.kind} {last.person or ''}".strip() if last else "none"))
+                                + (f"{last.kind} {last.person or ''}".strip() if last else "none")
+                                + f", threshold {door.threshold:.3f} (expected strangers let in "
+                                f"{door.door_threshold.expected_far:.0e} per attempt)")
                 last_status, frames_at_status = time.monotonic(), door.frames
-            if report.event is not None:
-                e = report.event
+            for e in report.events:
                 print(f"{datetime.datetime.now():%H:%M:%S} {e.kind} {e.person or '-'} "
                       f"{'' if e.score is None else f'{e.score:.3f}'} {e.detail}", flush=True)
             if args.stats:
@@ -369,6 +372,17 @@ def _enroll_from_camera(args, config: Config, pipeline, gallery):
         camera.close()
 
 
+def _threshold_line(config: Config, gallery) -> str:
+    """The door's effective threshold for this gallery, and the strangers it expects to let in."""
+    from kiosk.openset import door_threshold
+
+    templates = gallery.templates()
+    info = ModelInfo.load(_model_dir(config) / "encoder.json")
+    threshold = door_threshold(info, config.recognition, len(set(templates.names)), len(templates.names))
+    return (f"door threshold {threshold.value:.3f} ({threshold.source}): expected strangers let in "
+            f"{threshold.expected_far:.1e} per attempt")
+
+
 def cmd_people(args: argparse.Namespace) -> int:
     config = _config(args)
     gallery = _gallery(config)
@@ -376,10 +390,12 @@ def cmd_people(args: argparse.Namespace) -> int:
         if args.action == "list":
             people = gallery.people()
             if not people:
-                print("nobody is enrolled yet (kiosk enroll NAME --images PHOTOS, or press the enrol button)")
+                print("nobody is enrolled yet: enrol the first admin with kiosk enroll NAME --camera --role admin "
+                      "(or --images PHOTOS)")
             for p in people:
                 created = datetime.datetime.fromtimestamp(p.created).strftime("%Y-%m-%d %H:%M")
                 print(f"{p.name:24s} {p.role:6s} {p.embeddings:3d} embeddings  enrolled {created}")
+            print(_threshold_line(config, gallery))
             for message in gallery.damaged_templates():
                 print(f"warning: {message}", file=sys.stderr)
         elif args.action == "rename":

@@ -16,6 +16,7 @@ lockout is saved in the gallery (as wall-clock time) and survives a restart.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from kiosk.camera import EndOfStream, ReconnectingCamera
-from kiosk.config import Config
+from kiosk.config import Config, ConfigError
 from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment
 from kiosk.face import AttemptBoundary, FaceKioskError, FaceTracker
@@ -34,6 +35,7 @@ from kiosk.gallery import Gallery, GalleryError
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
 from kiosk.match import Match, match
+from kiosk.openset import DoorThreshold, door_threshold
 from kiosk.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -96,6 +98,7 @@ class Door:
         self.frames = 0
         self.last_event: Event | None = None
         self._damaged_reported: set[str] = set()
+        self.door_threshold: DoorThreshold | None = None
         hardware.lock()
         hardware.show(Led.IDLE)
         self.reload_gallery()
@@ -328,12 +331,30 @@ class Door:
         an ``error`` event saying how to re-enrol them.
         """
         self._templates = self.gallery.templates()
+        self._set_threshold()
         for message in self.gallery.damaged_templates():
             if message not in self._damaged_reported:
                 self._damaged_reported.add(message)
                 log.error("gallery: %s", message)
                 self._record(Event("error", None, None, f"damaged enrolment refused: {message}"[:500]))
-        self.threshold = self.config.recognition.threshold or self.pipeline.encoder.threshold
+
+    def _set_threshold(self) -> None:
+        """The cosine for ``recognition.false_accept_rate`` per stranger attempt with the people enrolled now.
+
+        At start a bad setting stops the door (:class:`ConfigError`); later (more
+        people enrolled make a manual threshold too low) the door logs it and
+        uses the automatic threshold, which is stricter.
+        """
+        people, templates = len(set(self._templates.names)), len(self._templates.names)
+        try:
+            self.door_threshold = door_threshold(self.pipeline.encoder.info, self.config.recognition, people, templates)
+        except ConfigError as error:
+            if self.door_threshold is None:
+                raise
+            automatic = dataclasses.replace(self.config.recognition, threshold=0.0)
+            self.door_threshold = door_threshold(self.pipeline.encoder.info, automatic, people, templates)
+            self._record(Event("error", None, None, f"{error}; using the automatic threshold {self.door_threshold.value:.3f}"))
+        self.threshold = self.door_threshold.value
 
     def close(self) -> None:
         """Relay off, LED off, release the camera and pins."""
