@@ -217,8 +217,8 @@ def build_door(state_dir: Path, frames: Sequence[Path] = (), config: Config | No
         pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
         hardware = DoorHardware(pins, factory)
         camera = SceneCamera(lambda: _advance(clock, wall, 1 / FPS))
-        door = Door(config, ReconnectingCamera(lambda: camera, clock), pipeline, gallery, hardware, clock=clock,
-                    liveness=make_liveness(config.liveness.mode, model_dir(config), window_seconds=config.decision.window_seconds))
+        liveness = make_liveness(config.liveness.mode, model_dir(config), window_seconds=config.decision.window_seconds)
+        door = Door(config, ReconnectingCamera(lambda: camera, clock), pipeline, gallery, hardware, clock=clock, liveness=liveness)
     except BaseException:
         if hardware is not None:
             hardware.close()
@@ -245,6 +245,8 @@ class Lookalikes:
     """Attack 5's material: people enrolled from photos, and a pool of strangers' photos to pick look-alikes from."""
 
     enrolled: dict[str, list[Path]]
+    """Candidates in order; the first ``people`` that enrolment accepts are enrolled."""
+    people: int
     pool: list[Path]
     play: int
     """How many of the closest-scoring stranger photos walk up to the door."""
@@ -306,7 +308,7 @@ def fixture_material() -> Material:
         stranger=sorted(attacks.glob("0009_01_00_01_*.jpg"), key=natural_key),
         stranger_photo=next(iter(sorted(attacks.glob("0009_01_00_02_*.jpg")))),
         stranger_prints=sorted((DEMO / "frames").glob("stranger_*.jpg")),
-        lookalikes=Lookalikes(enrolled, pool, play=len(pool), label="3 LFW people from tests/fixtures/faces"),
+        lookalikes=Lookalikes(enrolled, 3, pool, play=3, label="LFW people from tests/fixtures/faces"),
         enrolment_seconds=(3.0, 3.0),
     )
 
@@ -352,13 +354,13 @@ def lfw_lookalikes(data: Path, people: int, pool_size: int | None, play: int, se
     photos = {n: sorted((lfw / n).glob("*.jpg")) for n in sorted(names)}
     rng = np.random.default_rng(seed)
     candidates = [n for n, p in photos.items() if len(p) >= 3]
-    chosen = sorted(rng.choice(candidates, size=people, replace=False).tolist())
+    chosen = rng.permutation(candidates)[:2 * people].tolist()  # twice as many: enrolment refuses some
     pool = [p for n, ps in photos.items() if n not in chosen for p in ps]
     pool += sorted((data / "celeba").glob("*/*.jpg"))
     if pool_size is not None and pool_size < len(pool):
         pool = [pool[i] for i in sorted(rng.choice(len(pool), size=pool_size, replace=False))]
-    return Lookalikes({n: photos[n][:3] for n in chosen}, pool, play,
-                      label=f"{people} LFW people (View 1 test identities, 3 photos each); {len(pool)} stranger photos "
+    return Lookalikes({n: photos[n][:3] for n in chosen}, people, pool, play,
+                      label=f"LFW people (View 1 test identities, 3 photos each); {len(pool)} stranger photos "
                             "from the other View 1 test people and CelebA wild")
 
 
@@ -432,6 +434,15 @@ def over_face(live: np.ndarray, photo: np.ndarray) -> np.ndarray:
     out = live.copy()
     out[y0:y1, x0:x1] = scaled[y0 + dy:y1 + dy, x0 + dx:x1 + dx]
     return out
+
+
+def moved_to(photo: np.ndarray, target: tuple[float, float, float]) -> np.ndarray:
+    """The whole frame scaled and shifted so that its face lands at ``target`` (centre x, y, width)."""
+    tx, ty, tw = target
+    px, py, pw = face_centre(photo)
+    scale = tw / pw
+    matrix = np.float32([[scale, 0, tx - scale * px], [0, scale, ty - scale * py]])
+    return cv2.warpAffine(photo, matrix, (photo.shape[1], photo.shape[0]), borderMode=cv2.BORDER_REPLICATE)
 
 
 def far_away(photo: np.ndarray, background: np.ndarray, scale: float = 0.45) -> np.ndarray:
@@ -545,10 +556,23 @@ def provoke_lockout(rig: Rig, m: Material, limit: int = 16) -> int:
     when plain strangers stop counting towards the lockout.
     """
     for attempt in range(1, limit + 1):
-        frames = (cycle(m.stranger, 6) if attempt % 2 else m.prints[0][:6]) + [m.empty] * 3
-        if any(r.led is Led.LOCKED_OUT for r in rig.show(frames)):
+        reports = rig.show(cycle(m.stranger, 6) if attempt % 2 else m.prints[0][:6])
+        reports += leave(rig, m)
+        if any(r.led is Led.LOCKED_OUT for r in reports):
             return attempt
     raise Precondition(f"no lockout after {limit} attempts (strangers and printed photos, each leaving the view)")
+
+
+def away_seconds(m: Material) -> float:
+    """Out of view this long, a face that comes back is a new attempt under any sane rule (and the door's track gap)."""
+    return max(1.0, getattr(m.config().decision, "track_gap_seconds", 0.5) + 0.5)
+
+
+def leave(rig: Rig, m: Material) -> list[FrameReport]:
+    """The person walks away: an empty frame, :func:`away_seconds` with nobody in view, another empty frame."""
+    reports = rig.show([m.empty])
+    rig.wait(away_seconds(m))
+    return reports + rig.show([m.empty])
 
 
 def capture_frames(m: Material) -> list[Path]:
@@ -597,6 +621,22 @@ def live_then_photo(m: Material, work: Work) -> list[Trial]:
         try:
             rig.show(cycle(m.stranger, 5) + prints)
             trials.append(trial_for(rig, not rig.opened, f"5 live frames + {len(prints)} print frames"))
+        finally:
+            rig.close()
+    return trials
+
+
+def live_duck_photo(m: Material, work: Work) -> list[Trial]:
+    trials = []
+    for prints in m.prints if m.thorough else m.prints[:1]:
+        live = cycle(m.stranger, 6)
+        target = face_centre(read_image(live[-1]))
+        raised = work.frames("duck", [moved_to(image, target) for image in images(prints)])
+        rig = build_door(work.state("duck"), config=m.config(), enrol={RESIDENT: m.enrol})
+        try:
+            rig.show(live + [m.empty] * 3 + raised)
+            trials.append(trial_for(rig, not rig.opened, f"6 live frames, 3 empty (0.2 s), {len(prints)} print frames "
+                                                         "where the face was"))
         finally:
             rig.close()
     return trials
@@ -766,8 +806,18 @@ def lookalikes(m: Material, work: Work) -> list[Trial]:
     config = Config()
     config.liveness.mode = "off"
     state = work.state("lookalike-gallery")
-    rig = build_door(state, config=config, enrol=looks.enrolled)
-    templates, threshold = rig.gallery.templates(), float(rig.door.threshold)
+    rig = build_door(state, config=config)
+    refused = []
+    for name, photos in looks.enrolled.items():  # as an installer would: people whose photos enrolment refuses are left out
+        if len(rig.people()) >= looks.people:
+            break
+        try:
+            enroll_from_images(name, photos, rig.pipeline, rig.gallery)
+        except FaceKioskError:
+            refused.append(name)
+    rig.close()
+    rig = build_door(state, config=copy.deepcopy(config))
+    templates, threshold, enrolled = rig.gallery.templates(), float(rig.door.threshold), rig.people()
     rig.close()
     pipeline = pipeline_for(config)
     scored = []
@@ -799,7 +849,9 @@ def lookalikes(m: Material, work: Work) -> list[Trial]:
         finally:
             rig.close()
     if trials:
-        trials[0].note = (f"{looks.label}; {len(scored)} stranger photos with exactly one face, {above} above the door's "
+        left_out = f" ({len(refused)} candidates whose photos enrolment refused left out)" if refused else ""
+        trials[0].note = (f"{len(enrolled)} {looks.label}{left_out}; {len(scored)} stranger photos with exactly one face, "
+                          f"{above} above the door's "
                           f"threshold {threshold:.3f} in one comparison; the {len(trials)} closest walked up (liveness off): "
                           f"{sum(t.opened for t in trials)} opened. "
                           f"First: {trials[0].note}")
@@ -810,13 +862,13 @@ def step_out(m: Material, work: Work, frames_of: str = "stranger", away: bool = 
     """3 frames in view, then out of view: for one frame (``away`` False), or for a second and more (a new visitor)."""
     appearances = 225 if m.thorough else 12  # 225 x 4 frames = 60 s
     source = m.stranger if frames_of == "stranger" else m.prints[0]
-    gap = max(1.0, getattr(m.config().decision, "track_gap_seconds", 0.5) + 0.5)
+    gap = away_seconds(m)
     rig = build_door(work.state(f"step-out-{frames_of}"), config=m.config(), enrol={RESIDENT: m.enrol})
     try:
         reports = []
         for i in range(appearances):
             reports += rig.show(cycle(source, 3, start=3 * i) + [m.empty])
-            if away:  # out of view for `gap` seconds: the camera's frames then show the empty porch
+            if away:  # out of view for `gap` seconds
                 rig.wait(gap)
                 reports += rig.show([m.empty])
         attempts = sum(k in ATTEMPT_KINDS for k in kinds(rig.events()))
@@ -1037,7 +1089,8 @@ def lockout_logging(m: Material, work: Work) -> list[Trial]:
         rig.opened, mark = False, len(rig.events())
         appearances = 6
         for i in range(appearances):
-            rig.show((cycle(m.stranger, 6) if i % 2 == 0 else m.prints[0][:6]) + [m.empty] * 3)
+            rig.show(cycle(m.stranger, 6) if i % 2 == 0 else m.prints[0][:6])
+            leave(rig, m)
         logged = sum(k in ATTEMPT_KINDS for k in kinds(rig.events()[mark:]))
         return [trial_for(rig, logged >= appearances and not rig.opened,
                           f"locked out after {attempts} attempts; {appearances} more attempts during the lockout, "
@@ -1071,6 +1124,8 @@ ATTACKS = [
     Attack("1a", "live stranger (5 frames), then a printed photo of the resident", "never opens", live_then_photo),
     Attack("1b", "printed photo of the resident held beside a live stranger's face (composed frames)", "never opens",
            photo_beside_face),
+    Attack("1c", "live stranger, ducks out of view for 0.2 s, raises a printed photo of the resident where his face was",
+           "never opens", live_duck_photo),
     Attack("2", "still photo on a stand: one frame of the resident repeated 30 times (a print frame; a live frame)",
            "never opens", still_photo),
     Attack("3a", "enrol button: printed photo of the admin, then a stranger looks in", "nobody stored, never opens",

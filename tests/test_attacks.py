@@ -73,6 +73,12 @@ def test_printed_photo_beside_a_live_face(tmp_path):
     assert_held("1b", tmp_path)
 
 
+@missing("a face back within the track gap at the same place continues the attempt, and a change from unknown to "
+         "recognised is no identity switch: the live stranger's frames vouch for the photo raised after a 0.2 s duck")
+def test_live_stranger_ducks_and_raises_a_printed_photo(tmp_path):
+    assert_held("1c", tmp_path)
+
+
 def test_still_photo_on_a_stand(tmp_path):
     assert_held("2", tmp_path)
 
@@ -120,7 +126,6 @@ def test_stored_embedding_of_the_wrong_length(tmp_path):
 # 6. False accepts per door (recognition alone, liveness off) ------------------------------------------------
 
 
-@missing("the door still matches at the model's per-comparison threshold: a look-alike stranger opens it")
 def test_lookalikes(tmp_path):
     assert_held("5", tmp_path)
 
@@ -202,7 +207,7 @@ def test_exact_replay_of_a_granted_attempt(tmp_path):
 
 
 def test_every_attack_has_a_test():
-    tested = {"C1", "C2", "1a", "1b", "2", "3a", "3b", "3c", "3d", "4a", "4b", "5", "6a", "6b", "6c", "7", "8", "9", "10a",
+    tested = {"C1", "C2", "1a", "1b", "1c", "2", "3a", "3b", "3c", "3d", "4a", "4b", "5", "6a", "6b", "6c", "7", "8", "9", "10a",
               "10b", "11a", "11b", "11c", "11d", "11e", "11f", "11g", "11h"}
     assert {a.id for a in ATTACKS} == tested
 
