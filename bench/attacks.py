@@ -690,9 +690,12 @@ def button_admin_then_photo(m: Material, work: Work) -> list[Trial]:
     try:
         before = rig.people()
         settings = m.config().enrollment
-        capture = cycle(m.stranger_prints, int((settings.capture_seconds + 1) * FPS))
-        rig.show(m.live + capture + m.stranger_prints[:10], actions=rig.button(0))
-        return [enrolment_trial(rig, before, f"button, the live admin, then {len(capture)} frames of a photo of someone else")]
+        target = face_centre(read_image(m.live[-1]))  # the photo is held up where the admin's face was
+        photo = work.frames("photo-in-place", [moved_to(image, target) for image in images(m.stranger_prints)])
+        capture = cycle(photo, int((settings.capture_seconds + 1) * FPS))
+        rig.show(m.live + capture + cycle(photo, 10), actions=rig.button(0))
+        return [enrolment_trial(rig, before, f"button, the live admin, then {len(capture)} frames of a photo of someone else "
+                                             "held where the admin's face was")]
     finally:
         rig.close()
 

@@ -108,6 +108,8 @@ def test_enrol_button_with_an_empty_gallery(tmp_path):
     assert_held("3c", tmp_path)
 
 
+@missing("the capture continues the admin's live face track: a photo of someone else raised where the admin's face "
+         "was is enrolled (the liveness evidence is the admin's)")
 def test_enrol_button_capture_refuses_a_printed_photo(tmp_path):
     assert_held("3d", tmp_path)
 
