@@ -6,7 +6,10 @@ each. NUAA keeps a sparse subset of each recording (frames 0.55-2.8 s apart
 at the data set's 20 fps), so neither timing is a door's 15 fps: by default
 the frames are played at their recorded times (few frames fall in the 1.5 s
 window: pessimistic for the new rule); ``--fps 15`` plays them back to back
-(the motion between frames is larger than at a door: optimistic).
+(the motion between frames is larger than at a door: optimistic). A person
+stays at the door until it opens, so an attempt that ends undecided is
+played on forward and backward (its frames reflected) until
+``liveness_wait_seconds`` have passed.
 
 - **before**: one liveness verdict per attempt, on its 3rd frame (the first
   frame that can vote an unlock), from all its frames so far, texture alone
@@ -51,6 +54,17 @@ def recordings(root: Path) -> dict[tuple[str, str], list[tuple[float, Path]]]:
                 key = "_".join(match.group(g) for g in ("subject", "glasses", "pos", "session"))
                 found[(kind, key)].append((int(match.group("frame")) / RECORDED_FPS, path))
     return {key: sorted(frames) for key, frames in found.items()}
+
+
+def stay_in_view(frames: list, seconds: float) -> list:
+    """The attempt's frames played forward, backward, forward ... until ``seconds`` have passed (times continue)."""
+    out, forward = list(frames), False
+    while out[-1][0] - out[0][0] < seconds:
+        run = frames if forward else frames[::-1]
+        for (t0, _, _), (t1, image, face) in zip(run, run[1:]):
+            out.append((out[-1][0] + abs(t1 - t0), image, face))
+        forward = not forward
+    return out
 
 
 def before(checker: LivenessChecker, frames, k: int) -> bool:
@@ -104,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     attempt.append((time, image, face))
             if len(attempt) < settings.k:
                 continue
+            attempt = stay_in_view(attempt, settings.liveness_wait_seconds)
             passed[("before", kind, subject)].append(before(old, attempt, settings.k))
             passed[("after", kind, subject)].append(after(new, attempt, settings.k, settings.liveness_wait_seconds))
     timing = f"played at {args.fps:g} fps" if args.fps else "at their recorded times"
