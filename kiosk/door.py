@@ -91,7 +91,7 @@ class Door:
         self.enrollment: ButtonEnrollment | None = None
         self._button_was_pressed = False
         self._camera_was_up = True
-        self.boundary = AttemptBoundary(self.decision.settings.track_gap_seconds)
+        self.boundary = AttemptBoundary(self.decision.settings.track_gap_seconds, pipeline.encoder.threshold)
         self._saved_lockout: float | None = None
         self.unsaved_events: deque[tuple[float, Event]] = deque(maxlen=UNSAVED_EVENTS_KEPT)
         """Events not yet written to the event log (the disk was full); retried with the next one."""
@@ -159,7 +159,8 @@ class Door:
         usable = embedded is not None and embedded.usable
         result = match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin) if usable else None
         timings["match"] = _ms(start)
-        new_attempt, restart = self.boundary.update(now, faces, result.person if result else None)
+        new_attempt, restart = self.boundary.update(now, faces, embedded.embedding if usable else None,
+                                                    result.person if result else None)
         live = Liveness.OFF
         if faces:
             start = time.perf_counter()

@@ -281,14 +281,15 @@ def capture_from_camera(session: ButtonEnrollment, read_frame, pipeline: FacePip
     Each frame gets the door's attempt boundaries and liveness check, so the
     capture is one live face track, exactly as at the door.
     """
-    boundary = AttemptBoundary(session.decision.track_gap_seconds)
+    boundary = AttemptBoundary(session.decision.track_gap_seconds, pipeline.encoder.threshold)
     liveness.reset()
     while not session.finished:
         frame = read_frame()
         now = clock()
         faces = pipeline.finder.find(frame)
         embedded = pipeline.embed_face(frame, faces[0]) if faces else None
-        new_attempt, restart = boundary.update(now, faces, None)
+        usable = embedded is not None and embedded.usable
+        new_attempt, restart = boundary.update(now, faces, embedded.embedding if usable else None, None)
         if new_attempt or restart:
             liveness.reset()
         live = liveness.check(frame, faces[0], now) if faces else Liveness.PENDING

@@ -279,35 +279,43 @@ def same_track(previous: Face, current: Face) -> bool:
 class AttemptBoundary:
     """Where one attempt at the door ends and the next begins (see :mod:`kiosk.decision`).
 
-    :meth:`update` takes each frame's faces (largest first) and the person
-    recognised in the largest, and answers (new attempt, restart): a new
-    attempt when a face appears after more than ``gap_seconds`` without one,
-    jumps (:func:`same_track`) or is recognised as someone else than earlier
-    in the track; a restart of the attempt's evidence when a second face is
-    in view.
+    :meth:`update` takes each frame's faces (largest first), the embedding of
+    the largest (None when unusable) and the person recognised in it, and
+    answers (new attempt, restart). A new attempt starts when a face appears
+    after more than ``gap_seconds`` without one, jumps (:func:`same_track`),
+    or stops looking like the face of the previous frames: its embedding's
+    cosine with the track's last one is below ``same_face_min`` (a photo of
+    someone else raised where a live face was, even within a frame), or it is
+    recognised as someone else than earlier in the track. A second face in
+    view restarts the attempt's evidence.
     """
 
-    def __init__(self, gap_seconds: float) -> None:
+    def __init__(self, gap_seconds: float, same_face_min: float) -> None:
         self.gap_seconds = gap_seconds
+        self.same_face_min = same_face_min
         self._face: Face | None = None
         self._seen = float("-inf")
         self._person: str | None = None
+        self._embedding: np.ndarray | None = None
 
     def forget(self) -> None:
         """The next face starts a new attempt, whatever it is."""
         self._face = None
 
-    def update(self, now: float, faces: list[Face], person: str | None) -> tuple[bool, bool]:
+    def update(self, now: float, faces: list[Face], embedding: np.ndarray | None, person: str | None) -> tuple[bool, bool]:
         if not faces:
             return False, False
         face = faces[0]
         continues = self._face is not None and now - self._seen <= self.gap_seconds and same_track(self._face, face)
+        other_face = (embedding is not None and self._embedding is not None
+                      and float(embedding @ self._embedding) < self.same_face_min)
         switched = person is not None and self._person is not None and person != self._person
-        new_attempt = not continues or switched
+        new_attempt = not continues or other_face or switched
         if new_attempt:
-            self._person = None
+            self._person, self._embedding = None, None
         self._face, self._seen = face, now
         self._person = person or self._person
+        self._embedding = embedding if embedding is not None else self._embedding
         return new_attempt, len(faces) > 1 and not new_attempt
 
 
