@@ -44,11 +44,6 @@ def assert_held(attack_id: str, tmp_path) -> attacks.Row:
     return row
 
 
-def missing(what: str):
-    """The mark of an attack that gets through today: it XPASSes (and fails the run) once ``what`` is fixed."""
-    return pytest.mark.xfail(reason=f"issue 11: {what}", strict=True)
-
-
 # Controls: the rig is a faithful door -------------------------------------------------------------------
 
 
@@ -73,8 +68,6 @@ def test_printed_photo_beside_a_live_face(tmp_path):
     assert_held("1b", tmp_path)
 
 
-@missing("a face back within the track gap at the same place continues the attempt, and a change from unknown to "
-         "recognised is no identity switch: the live stranger's frames vouch for the photo raised after a 0.2 s duck")
 def test_live_stranger_ducks_and_raises_a_printed_photo(tmp_path):
     assert_held("1c", tmp_path)
 
@@ -87,8 +80,6 @@ def test_identity_switch_mid_attempt(tmp_path):
     assert_held("11a", tmp_path)
 
 
-@missing("a face going from unknown to recognised in place (no jump) keeps its attempt and its live frames: "
-         "a stranger who covers his face with a printed photo of the resident gets in")
 def test_printed_photo_held_over_the_strangers_face(tmp_path):
     assert_held("11b", tmp_path)
 
@@ -108,8 +99,6 @@ def test_enrol_button_with_an_empty_gallery(tmp_path):
     assert_held("3c", tmp_path)
 
 
-@missing("the capture continues the admin's live face track: a photo of someone else raised where the admin's face "
-         "was is enrolled (the liveness evidence is the admin's)")
 def test_enrol_button_capture_refuses_a_printed_photo(tmp_path):
     assert_held("3d", tmp_path)
 
