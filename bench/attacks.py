@@ -548,19 +548,34 @@ class Precondition(Exception):
     """The scene could not be set up (e.g. no lockout could be provoked): the attack could not be tried."""
 
 
-def provoke_lockout(rig: Rig, m: Material, limit: int = 16) -> int:
-    """Alternate a live stranger's attempts and printed-photo attempts (each then leaving the view) until the LED shows a lockout.
+def lockout_config(m: Material) -> Config:
+    """The material's configuration, a still face refused after 1 s instead of 4 (``decision.liveness_wait_seconds``).
 
-    Returns the number of attempts it took. A printed photo of an enrolled
-    person is a suspicious attempt under any rule, so this keeps working
-    when plain strangers stop counting towards the lockout.
+    Only for attacks that need a lockout first (:func:`provoke_lockout`): it
+    makes the still-photo tries short; the attack played during the lockout
+    is the same.
     """
+    config = m.config()
+    if hasattr(config.decision, "liveness_wait_seconds"):
+        config.decision.liveness_wait_seconds = 1.0
+    return config
+
+
+def provoke_lockout(rig: Rig, m: Material, limit: int = 16) -> int:
+    """Photos of the resident, each then leaving the view, until the LED shows a lockout; the number of attempts.
+
+    Attempts alternate a photo on a stand (a live frame of the resident,
+    still, until the door's liveness wait is over and a bit) and a printed
+    photo moved in front of the camera (a print session): a photo of an
+    enrolled person is a suspicious attempt under any rule.
+    """
+    wait = getattr(rig.config.decision, "liveness_wait_seconds", 4.0)
     for attempt in range(1, limit + 1):
-        reports = rig.show(cycle(m.stranger, 6) if attempt % 2 else m.prints[0][:6])
+        reports = rig.show([m.live[0]] * int((wait + 0.3) * FPS) if attempt % 2 else m.prints[0])
         reports += leave(rig, m)
         if any(r.led is Led.LOCKED_OUT for r in reports):
             return attempt
-    raise Precondition(f"no lockout after {limit} attempts (strangers and printed photos, each leaving the view)")
+    raise Precondition(f"no lockout after {limit} attempts (photos of the resident, still or moved, each leaving the view)")
 
 
 def away_seconds(m: Material) -> float:
@@ -701,7 +716,7 @@ def button_admin_then_photo(m: Material, work: Work) -> list[Trial]:
 
 
 def button_during_lockout(m: Material, work: Work) -> list[Trial]:
-    rig = build_door(work.state("button-lockout"), config=m.config(), enrol={RESIDENT: m.enrol})
+    rig = build_door(work.state("button-lockout"), config=lockout_config(m), enrol={RESIDENT: m.enrol})
     try:
         attempts = provoke_lockout(rig, m)
         rig.opened, mark = False, len(rig.events())
@@ -920,7 +935,7 @@ def restart_during_lockout(m: Material, work: Work) -> list[Trial]:
     for reboot in (False, True):
         state = work.state("reboot" if reboot else "restart")
         clock, wall = (FakeClock(50_000.0), FakeClock(1.8e9)) if reboot else (FakeClock(), None)
-        rig = build_door(state, config=m.config(), enrol={RESIDENT: m.enrol}, clock=clock, wall=wall)
+        rig = build_door(state, config=lockout_config(m), enrol={RESIDENT: m.enrol}, clock=clock, wall=wall)
         try:
             attempts = provoke_lockout(rig, m)
         except Precondition as error:
@@ -934,7 +949,7 @@ def restart_during_lockout(m: Material, work: Work) -> list[Trial]:
             clock, wall = FakeClock(12.0), rig.wall
         else:
             clock, wall = rig.clock, rig.wall
-        rig = build_door(state, config=m.config(), clock=clock, wall=wall)
+        rig = build_door(state, config=lockout_config(m), clock=clock, wall=wall)
         try:
             rig.show(m.live)
             how = "rebooted" if reboot else "restarted"
@@ -1086,7 +1101,7 @@ def exact_replay(m: Material, work: Work) -> list[Trial]:
 
 
 def lockout_logging(m: Material, work: Work) -> list[Trial]:
-    rig = build_door(work.state("lockout-log"), config=m.config(), enrol={RESIDENT: m.enrol})
+    rig = build_door(work.state("lockout-log"), config=lockout_config(m), enrol={RESIDENT: m.enrol})
     try:
         attempts = provoke_lockout(rig, m)
         rig.opened, mark = False, len(rig.events())
