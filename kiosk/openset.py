@@ -14,17 +14,27 @@ chances exist: the formula errs on the safe side. So does treating an attempt as
 the door wants the same person in k of n frames, but the frames of a stranger standing at the
 door are nearly the same picture, so the k-of-n rule is given no credit; nor is the rule that
 the best person must lead the runner-up by a margin.
+
+The curve is an average over templates, and some templates are far from average: a few photos
+("hubs": the encoder maps them near its mean) score high with many strangers' faces, so a
+door that enrolled one lets in strangers well above its target. The model therefore also ships
+a cohort of background faces (``cohort`` in ``encoder.json``, :class:`Cohort`), and every
+template gets its own threshold, never below the door's: a template whose k-th closest cohort
+face scores clearly higher than an average template's does is taken to have the model's
+impostor curve shifted up by that much (in Fisher z), and its threshold moves up with it.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from kiosk.config import ConfigError, RecognitionConfig
-from kiosk.encoder import ModelError, ModelInfo
+from kiosk.encoder import DEFAULT_MODEL_DIR, METADATA_FILE, ModelError, ModelInfo, sha256_of
 
 
 @dataclass(frozen=True)
@@ -125,3 +135,108 @@ def _curve(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:
 def _check_gallery(people: int, templates: int) -> None:
     if people < 0 or templates < people:
         raise ValueError(f"a gallery has at least one template per person, got {people} people / {templates} templates")
+
+
+# --- Per-template thresholds from a cohort of background faces -------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class Cohort:
+    """Background faces shipped with the model, and the rule that turns them into per-template thresholds.
+
+    For a template v, let s(v) be the cosine of its ``rank``-th closest cohort face. An average
+    template reaches ``reference`` there (the model's impostor curve at ``rank`` faces out of the
+    cohort). A template that reaches more resembles many strangers, and its own impostor curve is
+    taken to be the model's shifted up by the excess, in Fisher z (atanh of the cosine), less an
+    ``allowance`` for the cohort's sampling noise:
+
+        excess(v)    = max(0, atanh(s(v)) - atanh(reference) - allowance)
+        threshold(v) = tanh(atanh(door threshold) + excess(v))
+
+    so a template with no excess keeps the door's threshold exactly, and none gets less.
+    """
+
+    faces: np.ndarray  # (N, d) float32, unit rows
+    rank: int
+    reference: float
+    allowance: float
+    path: Path
+
+    @classmethod
+    def load(cls, model_dir: Path = DEFAULT_MODEL_DIR) -> Cohort:
+        """Read the ``cohort`` section of ``encoder.json`` and the file it names, checking its SHA-256, shape and values.
+
+        A missing section, a missing or damaged file, or a cohort made with another model file is
+        a :class:`ModelError` naming the file and the command that rebuilds it.
+        """
+        model_dir = Path(model_dir)
+        metadata = model_dir / METADATA_FILE
+        info = ModelInfo.load(metadata)
+        section = info.extra.get("cohort")
+        rebuild = "run kiosk-train cohort (or reinstall face-kiosk)"
+        if not isinstance(section, dict):
+            raise ModelError(f"model metadata {metadata} has no cohort section, so the door cannot give templates with "
+                             f"many look-alikes a stricter threshold; {rebuild}")
+        try:
+            name = str(section["file"])
+            expected_sha = str(section["sha256"])
+            shape = tuple(int(n) for n in section["shape"])
+            rank = int(section["rank"])
+            reference = float(section["reference_cosine"])
+            allowance = float(section["allowance"])
+            encoder_sha = str(section["encoder_sha256"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelError(f"model metadata {metadata}: cohort section is incomplete or malformed ({error!r}); {rebuild}") from None
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or name.startswith("."):
+            raise ModelError(f"model metadata {metadata}: cohort.file must be a plain file name in {model_dir}, got {name!r}")
+        path = model_dir / name
+        if not (len(shape) == 2 and shape[1] == info.embedding_size and 1 <= rank < shape[0]
+                and -1 < reference < 1 and 0 <= allowance < 2):
+            raise ModelError(f"model metadata {metadata}: cohort section out of range (shape {shape}, rank {rank}, "
+                             f"reference_cosine {reference}, allowance {allowance}); {rebuild}")
+        if encoder_sha != info.sha256:
+            raise ModelError(f"cohort {path} was embedded with another encoder (cohort.encoder_sha256 differs from "
+                             f"tflite_sha256 in {metadata}); {rebuild}")
+        if not path.is_file():
+            raise ModelError(f"cohort {path} is missing; {rebuild}")
+        if sha256_of(path) != expected_sha:
+            raise ModelError(f"cohort {path} is damaged or was replaced: its SHA-256 differs from cohort.sha256 in "
+                             f"{metadata}; {rebuild}")
+        try:
+            faces = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise ModelError(f"cohort {path} cannot be read: {error}; {rebuild}") from None
+        if faces.shape != shape or faces.dtype != np.float16:
+            raise ModelError(f"cohort {path} holds {faces.dtype} {faces.shape}, cohort.shape in {metadata} says "
+                             f"float16 {shape}; {rebuild}")
+        faces = faces.astype(np.float32)
+        lengths = np.linalg.norm(faces, axis=1)
+        if not np.all(np.isfinite(lengths)) or np.any(np.abs(lengths - 1) > 0.01):
+            raise ModelError(f"cohort {path} holds rows that are not unit vectors; {rebuild}")
+        return cls(faces / lengths[:, None], rank, reference, allowance, path)
+
+    def excess(self, vectors: np.ndarray) -> np.ndarray:
+        """Fisher z by which each template's threshold rises above the door's (0 for most templates)."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.faces.shape[1]:
+            raise ValueError(f"templates must be an (n, {self.faces.shape[1]}) array, got shape {vectors.shape}")
+        if not len(vectors):
+            return np.zeros(0)
+        similarity = vectors @ self.faces.T
+        kth = -np.partition(-similarity, self.rank - 1, axis=1)[:, self.rank - 1]
+        return np.maximum(0.0, _fisher_z(kth) - _fisher_z(self.reference) - self.allowance)
+
+    def template_thresholds(self, vectors: np.ndarray, door_threshold: float) -> np.ndarray:
+        """One threshold per template (row of ``vectors``), each at least ``door_threshold``.
+
+        A person is let in when some template of theirs scores above its own threshold (and the
+        margin rule holds on the raw scores). Call it again whenever the gallery or the door's
+        threshold changes; it costs one (templates x cohort) matrix product.
+        """
+        excess = self.excess(vectors)
+        raised = np.tanh(_fisher_z(door_threshold) + excess)
+        return np.where(excess > 0, np.maximum(raised, door_threshold), float(door_threshold))
+
+
+def _fisher_z(cosine: np.ndarray | float) -> np.ndarray:
+    return np.arctanh(np.clip(np.asarray(cosine, dtype=np.float64), -0.999999, 0.999999))

@@ -13,8 +13,8 @@ import pytest
 from bench import openset as bench_openset
 from kiosk.config import ConfigError, RecognitionConfig
 from kiosk.encoder import ModelError, ModelInfo, sha256_of
-from kiosk.openset import comparison_far, comparison_threshold, door_threshold, expected_far
-from kiosk.training.calibrate import FaceSet, impostor_curve, tail_check, wild_celeba_halves
+from kiosk.openset import Cohort, comparison_far, comparison_threshold, door_threshold, expected_far
+from kiosk.training.calibrate import FaceSet, build_cohort, impostor_curve, tail_check, wild_celeba_halves, write_cohort_section
 from tests.conftest import FACES, MODELS
 
 # log10 F falls linearly from -1 at cosine 0.2 to -8.5 at 0.95: a curve whose inverse is known exactly.
@@ -196,7 +196,9 @@ def test_the_benchmark_runs_on_the_fixture_faces(capsys, tmp_path):
     doc.write_text(f"before\n{bench_openset.MARK_START}\nold\n{bench_openset.MARK_END}\nafter\n")
     assert bench_openset.main(["--faces", str(FACES), "--people", "1", "2", "--draws", "2", "--doc", str(doc)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("| 1 |") == 3 and printed.count("| 2 |") == 3 and "false_accept_rate 0.0001 (default)" in printed
+    # 5 settings per gallery size, and the refuse-at-enrolment alternative at both rates
+    assert printed.count("| 1 |") == 5 + 2 and printed.count("| 2 |") == 5 + 2
+    assert "false_accept_rate 0.0001 (default) + cohort" in printed and "door threshold only" in printed
     assert "old" in doc.read_text()  # only the full run on the evaluation identities rewrites the document
     bench_openset.write_block("new table", doc)
     assert doc.read_text() == f"before\n{bench_openset.MARK_START}\nnew table\n{bench_openset.MARK_END}\nafter\n"
@@ -205,3 +207,189 @@ def test_the_benchmark_runs_on_the_fixture_faces(capsys, tmp_path):
 def test_the_stranger_bound_for_zero_accepts_is_the_clopper_pearson_one():
     assert bench_openset.upper_bound_95(1000) == pytest.approx(1 - 0.05 ** (1 / 1000))
     assert math.isclose(bench_openset.upper_bound_95(100_000), 3 / 100_000, rel_tol=0.01)
+
+
+# --- Per-template thresholds from the cohort shipped with the model ---------------------------------
+
+
+def unit(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.atleast_2d(np.asarray(vectors, dtype=np.float64))
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
+def hubby_cohort(rank: int = 3, allowance: float = 0.1) -> tuple[Cohort, np.ndarray]:
+    """2,000 background faces spread around a common direction ``centre``, as an encoder's are around its mean."""
+    rng = np.random.default_rng(7)
+    centre = unit(rng.normal(size=128))[0]
+    faces = unit(0.25 * centre + rng.normal(size=(2000, 128)) / np.sqrt(128))
+    return Cohort(faces, rank, reference=0.3, allowance=allowance, path=MODELS / "synthetic.npy"), centre
+
+
+def test_a_template_with_many_look_alikes_gets_a_stricter_threshold_and_an_ordinary_one_keeps_the_door_threshold():
+    cohort, centre = hubby_cohort()
+    rng = np.random.default_rng(8)
+    ordinary = unit(rng.normal(size=(5, 128)))  # far from every background face
+    hub = unit(centre)  # close to the mean: scores high with many background faces
+    for door in (0.4266, 0.6, 0.87):
+        bars = cohort.template_thresholds(np.vstack([ordinary, hub]), door)
+        assert bars.shape == (6,) and np.all(bars[:5] == door)  # exactly, not approximately
+        assert np.arctanh(bars[5]) - np.arctanh(door) > 0.1 and bars[5] < 1
+    # the bar rises with the door's and with how far the k-th closest face is above the reference
+    kth = np.sort(cohort.faces @ hub[0])[-3]
+    expected = np.tanh(np.arctanh(0.6) + np.arctanh(kth) - np.arctanh(0.3) - 0.1)
+    assert cohort.template_thresholds(hub, 0.6)[0] == pytest.approx(expected, rel=1e-5)
+    assert cohort.template_thresholds(hub, 0.5)[0] < cohort.template_thresholds(hub, 0.7)[0]
+    looser = Cohort(cohort.faces, 3, reference=0.3, allowance=10.0, path=cohort.path)
+    assert looser.template_thresholds(hub, 0.6)[0] == 0.6  # an allowance beyond its excess: no change
+    assert cohort.template_thresholds(np.zeros((0, 128)), 0.6).shape == (0,)
+    with pytest.raises(ValueError, match=r"\(n, 128\)"):
+        cohort.template_thresholds(np.zeros((2, 64)), 0.6)
+
+
+def test_the_shipped_cohort_loads_verified_and_is_compact():
+    cohort = Cohort.load(MODELS)
+    metadata = json.loads((MODELS / "encoder.json").read_text())
+    section = metadata["cohort"]
+    assert cohort.path == MODELS / section["file"] and sha256_of(cohort.path) == section["sha256"]
+    assert section["encoder_sha256"] == metadata["tflite_sha256"] == sha256_of(MODELS / "encoder.tflite")
+    assert cohort.faces.shape == tuple(section["shape"]) and cohort.faces.shape[1] == metadata["embedding_size"]
+    assert cohort.faces.shape[0] >= 1000 and cohort.path.stat().st_size <= 1_100_000
+    assert np.allclose(np.linalg.norm(cohort.faces, axis=1), 1, atol=1e-5)
+    assert cohort.rank == section["rank"] and 0 < cohort.allowance and section["noise_sd"] < cohort.allowance / 2
+    assert 0 < section["calibration_faces_raised"] < 0.1  # a few templates, not the door's threshold for everyone
+    # the encoder's mean direction is the archetypal hub; a random direction resembles nobody
+    hub = unit(cohort.faces.mean(axis=0))
+    ordinary = unit(np.random.default_rng(0).normal(size=(3, 128)))
+    bars = cohort.template_thresholds(np.vstack([hub, ordinary]), 0.7651)
+    assert bars[0] > 0.85 and np.all(bars[1:] == 0.7651)
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    """encoder.json and the cohort file in a scratch model folder (the .tflite is not needed to load the cohort)."""
+    folder = tmp_path / "models"
+    folder.mkdir()
+    section = json.loads((MODELS / "encoder.json").read_text())["cohort"]
+    for name in ("encoder.json", section["file"]):
+        shutil.copy(MODELS / name, folder / name)
+    return folder
+
+
+def edit_section(folder, change) -> None:
+    metadata = json.loads((folder / "encoder.json").read_text())
+    change(metadata)
+    (folder / "encoder.json").write_text(json.dumps(metadata))
+
+
+def test_a_missing_cohort_file_is_a_model_error_naming_it(model_copy):
+    (model_copy / "cohort.npy").unlink()
+    with pytest.raises(ModelError, match=f"cohort {model_copy / 'cohort.npy'} is missing; run kiosk-train cohort"):
+        Cohort.load(model_copy)
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_a_damaged_cohort_file_is_a_model_error_naming_it(model_copy, damage):
+    path = model_copy / "cohort.npy"
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x40
+    elif damage == "truncate":
+        data = data[: len(data) // 3]
+    else:
+        data = bytearray()
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match=f"cohort {path} is damaged or was replaced"):
+        Cohort.load(model_copy)
+
+
+def test_a_replaced_cohort_whose_hash_was_updated_is_still_checked_for_shape_and_values(model_copy):
+    path = model_copy / "cohort.npy"
+    np.save(path, np.ones((10, 128), np.float16))
+    edit_section(model_copy, lambda m: m["cohort"].update(sha256=sha256_of(path)))
+    with pytest.raises(ModelError, match=f"cohort {path} holds float16 \\(10, 128\\)"):
+        Cohort.load(model_copy)
+    np.save(path, np.ones(tuple(json.loads((model_copy / "encoder.json").read_text())["cohort"]["shape"]), np.float16))
+    edit_section(model_copy, lambda m: m["cohort"].update(sha256=sha256_of(path)))
+    with pytest.raises(ModelError, match=f"cohort {path} holds rows that are not unit vectors"):
+        Cohort.load(model_copy)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m.pop("cohort"), "has no cohort section"),
+        (lambda m: m["cohort"].pop("sha256"), "cohort section is incomplete"),
+        (lambda m: m["cohort"].update(file="../encoder.json"), "cohort.file must be a plain file name"),
+        (lambda m: m["cohort"].update(shape=[3434, 64]), "cohort section out of range"),
+        (lambda m: m["cohort"].update(rank=0), "cohort section out of range"),
+        (lambda m: m["cohort"].update(reference_cosine=1.5), "cohort section out of range"),
+        (lambda m: m["cohort"].update(encoder_sha256="0" * 64), "was embedded with another encoder"),
+    ],
+)
+def test_a_bad_cohort_section_is_a_model_error(model_copy, change, message):
+    edit_section(model_copy, change)
+    with pytest.raises(ModelError, match=message) as refused:
+        Cohort.load(model_copy)
+    assert "kiosk-train cohort" in str(refused.value) or "plain file name" in str(refused.value)
+
+
+def test_build_cohort_writes_a_cohort_the_door_accepts(model_copy):
+    rng = np.random.default_rng(3)
+    people = np.repeat(np.arange(300), 4)
+    embeddings = unit(rng.normal(size=(300, 128))[people] + rng.normal(size=(1200, 128)))
+    embeddings[::50] = np.nan  # no usable face: left out
+    faces = FaceSet([f"{n}.jpg" for n in range(1200)], np.array([f"person{p}" for p in people]), embeddings)
+    info = ModelInfo.load(model_copy / "encoder.json")
+    section = build_cohort(faces, info, model_copy)
+    cohort = write_cohort_section(model_copy, section)
+    assert cohort.faces.shape == (1200 - 24, 128) and section["shape"] == [1176, 128] and section["identities"] == 300
+    assert section["reference_cosine"] == pytest.approx(comparison_threshold(info, 2.5 / 1176), abs=1e-6)
+    assert np.allclose(cohort.faces, embeddings[np.isfinite(embeddings[:, 0])], atol=2e-3)
+    assert Cohort.load(model_copy).faces.shape == cohort.faces.shape
+
+
+def test_the_bench_applies_each_template_its_own_threshold():
+    # person a: templates 0-2; a stranger (row 3) scores 0.9 with template 0 and 0.5 with the others
+    rng = np.random.default_rng(5)
+    base = unit(rng.normal(size=(4, 128)))
+    embeddings = np.zeros((5, 128), np.float32)
+    embeddings[0] = base[0]
+    embeddings[1] = embeddings[2] = base[1]
+    embeddings[3] = unit(0.9 * base[0] + np.sqrt(1 - 0.81) * base[2])[0]
+    embeddings[4] = base[1]  # a genuine photo matching templates 1-2 exactly
+    faces = FaceSet([str(n) for n in range(5)], np.array(["a", "a", "a", "s", "a"]), embeddings)
+    gallery = {"a": np.array([0, 1, 2])}
+    let_in, _ = bench_openset.door_decisions(faces, gallery, np.array([0.7, 0.7, 0.7]), 0.05)
+    assert let_in[3] == 0  # the stranger clears template 0's shared threshold
+    let_in, shows = bench_openset.door_decisions(faces, gallery, np.array([0.95, 0.7, 0.7]), 0.05)
+    assert let_in[3] == -1 and let_in[4] == 0 and list(shows) == [0, 0, 0, -1, 0]
+    # the enrolment-time alternative: a person whose every photo is refused keeps no template
+    refused = bench_openset.refuse(faces, {"a": np.array([0, 1, 2]), "s": np.array([3])},
+                                   np.array([False, False, False, True, False]), np.random.default_rng(0), 0.4)
+    assert list(refused["a"]) == [0, 1, 2] and len(refused["s"]) == 0
+    let_in, shows = bench_openset.door_decisions(faces, refused, np.array([0.7, 0.7, 0.7]), 0.05)
+    assert list(shows) == [0, 0, 0, 1, 0] and let_in[3] == 0  # with no template, s is a stranger to the door
+
+
+def test_the_door_camera_rows_enrol_in_one_session_and_try_the_other(tmp_path):
+    rng = np.random.default_rng(6)
+    subjects = unit(rng.normal(size=(3, 128)))
+    paths, names, rows = [], [], []
+    for s, subject in enumerate(("0001", "0002", "0003")):
+        for session in ("01", "02") if s < 2 else ("01",):
+            for frame in range(6):
+                paths.append(f"{subject}/{subject}_00_00_{session}_{frame}.jpg")
+                names.append(subject)
+                rows.append(unit(subjects[s] + 0.1 * rng.normal(size=128) / np.sqrt(128))[0])
+    faces = FaceSet(paths, np.array(names), np.array(rows))
+    sessions = bench_openset.camera_sessions(faces)
+    assert sorted(sessions) == ["0001", "0002", "0003"] and sorted(sessions["0001"]) == ["01", "02"]
+    cohort, _ = hubby_cohort()
+    info = ModelInfo.load(MODELS / "encoder.json")
+    results = bench_openset.door_camera(faces, info, cohort, sizes=(1,), draws=2)
+    assert len(results) == 4 and {row.people for row in results} == {1}
+    for row in results:
+        assert sorted(row.per_subject) == ["0001", "0002"]  # one session only: never enrolled
+        assert row.genuine_attempts == 2 * 2 * 2 * 6 and row.genuine_accepted == row.genuine_attempts
+        assert row.strangers_accepted == 0 and row.stranger_attempts == 2 * 2 * 2 * 18  # 8 enrolments, the 18 frames of the others
+    assert "| 1 |" in bench_openset.camera_table(results, faces)

@@ -223,6 +223,20 @@ def cmd_calibrate_openset(args: argparse.Namespace) -> None:
         for people in (1, 20):
             door = door_threshold(info, RecognitionConfig(false_accept_rate=rate), people, 3 * people)
             print(f"  {door.source}: {door.value:.4f}")
+    cmd_cohort(args)  # its reference point comes from the curve just written
+
+
+def cmd_cohort(args: argparse.Namespace) -> None:
+    """Write models/cohort.npy and the cohort section of encoder.json (per-template thresholds)."""
+    from kiosk.training.calibrate import calibrate_cohort, write_cohort_section
+
+    section = calibrate_cohort(args.models, args.data, args.cache)
+    cohort = write_cohort_section(args.models, section)  # loaded back with the door's checks
+    print(f"cohort of {section['shape'][0]} faces of {section['identities']} identities written to {cohort.path} "
+          f"({cohort.path.stat().st_size / 1e6:.2f} MB, sha256 {section['sha256'][:12]}...)")
+    print(f"rule: a template's closest cohort face number {section['rank']} against {section['reference_cosine']:.4f}, allowance "
+          f"{section['allowance']} in Fisher z (cohort sampling noise {section['noise_sd']}); "
+          f"{100 * section['calibration_faces_raised']:.1f}% of the calibration faces would get a stricter threshold")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -256,7 +270,7 @@ def cmd_all(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "export": cmd_export, "calibrate": cmd_calibrate,
-            "calibrate-openset": cmd_calibrate_openset, "evaluate": cmd_evaluate, "all": cmd_all}
+            "calibrate-openset": cmd_calibrate_openset, "cohort": cmd_cohort, "evaluate": cmd_evaluate, "all": cmd_all}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,14 +316,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-far", type=float, default=1e-3, help="false-accept rate per comparison (default %(default)g)")
 
     p = sub.add_parser(
-        "calibrate-openset", help="impostor curve that turns recognition.false_accept_rate into the door's threshold",
+        "calibrate-openset", help="impostor curve that turns recognition.false_accept_rate into the door's threshold, "
+                                  "then the cohort",
         description="Embed the calibration identities through the door's own front end (the detector settings "
                     "'kiosk run' uses by default, the int8 encoder, the quality gate), score every pair of two "
                     "different people, and write the impostor curve (share of stranger comparisons above each "
                     "cosine, with an exponential tail beyond the measured pairs) into the open_set section of "
                     "encoder.json. The model file and its hash are not touched. Calibration identities: those "
                     "held aside from training plus half of wild CelebA; the other half and the lfw_pairsDevTest.txt "
-                    "people are left for 'python -m bench.openset'. Embeddings are cached (CACHE/calibrate.npz).",
+                    "people are left for 'python -m bench.openset'. Then runs the cohort step (see its --help). "
+                    "Embeddings are cached (CACHE/calibrate.npz).",
+    )
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
+                   help="folder of encoder.tflite and encoder.json (default %(default)s)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "openset", help="embedding cache folder (default %(default)s)")
+
+    p = sub.add_parser(
+        "cohort", help="background faces that give a template with many look-alikes a stricter threshold",
+        description="Write models/cohort.npy: the usable faces of the open-set calibration identities (those held "
+                    "aside from training plus the calibration half of wild CelebA, never the evaluation identities), "
+                    "embedded through the door's front end, float16, and the cohort section of encoder.json (its "
+                    "SHA-256, shape, and the rule's reference point and allowance). At every gallery load the door "
+                    "compares each template with these faces: a template whose 3rd closest cohort face scores clearly "
+                    "above an average template's gets its own, stricter threshold (kiosk.openset.Cohort). Needs the "
+                    "open_set curve (calibrate-openset, which also runs this step). The model file and its hash are "
+                    "not touched. Embeddings are cached (CACHE/calibrate.npz).",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
     p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
@@ -339,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         COMMANDS[args.command](args)
     except FileNotFoundError as error:
+        print(f"kiosk-train: {error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        from kiosk.encoder import ModelError
+
+        if not isinstance(error, ModelError):
+            raise
         print(f"kiosk-train: {error}", file=sys.stderr)
         return 2
     return 0
