@@ -35,7 +35,7 @@ from kiosk.gallery import Gallery, GalleryError
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
 from kiosk.match import Match, match
-from kiosk.openset import DoorThreshold, door_threshold
+from kiosk.openset import Cohort, DoorThreshold, door_threshold
 from kiosk.pipeline import FacePipeline
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,9 @@ class Door:
         self.last_event: Event | None = None
         self._damaged_reported: set[str] = set()
         self.door_threshold: DoorThreshold | None = None
+        self.cohort = Cohort.load(pipeline.encoder.model_dir)
+        self._thresholds_for: tuple[float, bytes] | None = None
+        self._template_thresholds: np.ndarray | None = None
         hardware.lock()
         hardware.show(Led.IDLE)
         self.reload_gallery()
@@ -157,7 +160,8 @@ class Door:
 
         start = time.perf_counter()
         usable = embedded is not None and embedded.usable
-        result = match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin) if usable else None
+        result = (match(embedded.embedding, self._templates, self.threshold, self.config.recognition.margin,
+                        self._template_thresholds) if usable else None)
         timings["match"] = _ms(start)
         new_attempt, restart = self.boundary.update(now, faces, embedded.embedding if usable else None,
                                                     result.person if result else None)
@@ -356,6 +360,11 @@ class Door:
             self.door_threshold = door_threshold(self.pipeline.encoder.info, automatic, people, templates)
             self._record(Event("error", None, None, f"{error}; using the automatic threshold {self.door_threshold.value:.3f}"))
         self.threshold = self.door_threshold.value
+        key = (self.threshold, self._templates.vectors.tobytes())
+        if key != self._thresholds_for:  # the cohort comparison is the costly part: only when the gallery changed
+            self._thresholds_for = key
+            self._template_thresholds = (self.cohort.template_thresholds(self._templates.vectors, self.threshold)
+                                         if self._templates.names else None)
 
     def close(self) -> None:
         """Relay off, LED off, release the camera and pins."""

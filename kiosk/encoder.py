@@ -214,7 +214,7 @@ class Encoder:
     """Turns a face crop into an L2-normalised embedding with the shipped int8 model."""
 
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 2) -> None:
-        model_dir = Path(model_dir)
+        self.model_dir = model_dir = Path(model_dir)
         self.model_path = model_dir / MODEL_FILE
         self.info = ModelInfo.load(model_dir / METADATA_FILE)
         self.runtime, self._interpreter = load_verified_model(self.model_path, self.info.sha256, self.info.input_size, num_threads)

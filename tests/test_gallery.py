@@ -91,6 +91,19 @@ def test_matching_needs_threshold_and_margin(gallery):
     assert match(twin, templates, threshold=0.1, margin=0.05).person is None  # too close to call
 
 
+def test_a_template_with_its_own_stricter_bar_needs_a_closer_match_and_the_runner_up_is_named(gallery):
+    gallery.add_person("Ann", np.stack([unit(1), unit(3)]))
+    gallery.add_person("Bob", unit(2))
+    templates = gallery.templates()
+    probe = unit(1) + 0.6 * unit(5)
+    probe /= np.linalg.norm(probe)  # cosine 0.86 with Ann's first template
+    assert match(probe, templates, threshold=0.5).person == "Ann"
+    strict_first = np.array([0.9, 0.5, 0.5])  # Ann's first template resembles many strangers
+    result = match(probe, templates, threshold=0.5, template_thresholds=strict_first)
+    assert result.person is None and result.best == "Ann" and result.above(0.5)
+    assert result.runner_up_name == "Bob"
+
+
 def test_event_retention(gallery):
     gallery.log_event("denied", None, 0.2)
     gallery.clock.advance(40 * 86400)
