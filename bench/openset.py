@@ -52,8 +52,10 @@ BEFORE_THRESHOLD = 0.4266
 TEMPLATES_PER_PERSON = 3
 QUICK_IMAGES = 300
 """The quick run uses the first photos of the evaluation list only (about a dozen wild CelebA people)."""
-SETTINGS = (("before", False), (1e-3, False), (1e-3, True), (1e-4, False), (1e-4, True))
-"""(recognition.false_accept_rate or "before", per-template thresholds from the cohort)."""
+SETTINGS = (("before", None), (1e-3, "union"), (1e-3, "empirical"), (1e-4, "union"), (1e-4, "empirical"))
+"""(recognition.false_accept_rate or "before", how the gallery is counted: "union" = every template an independent
+comparison, the door before; "empirical" = the model's fitted M_eff, open_set.gallery). Every automatic setting
+applies the cohort's per-template thresholds, as the door does; "before" is the fixed threshold without them."""
 CAMERA_SIZES = (1, 5, 20, 50)
 CAMERA_DRAWS = 10
 """Enrolments (3 frames each) per subject and direction in the door-camera rows."""
@@ -77,6 +79,7 @@ class Row:
     cohort: bool = False  # per-template thresholds from the cohort
     raised: float = 0.0  # share of enrolled templates whose threshold the cohort raised
     strangers_let_in_as: Counter = field(default_factory=Counter)  # enrolled name -> strangers let in under it
+    mapping: str | None = None  # "union" or "empirical"; None for before
 
 
 def enrol(faces: FaceSet, rng: np.random.Generator, people: int, agree: float) -> dict[str, np.ndarray] | None:
@@ -158,9 +161,10 @@ def evaluate(faces: FaceSet, info: ModelInfo, cohort: Cohort, sizes: list[int], 
             replace_rng = np.random.default_rng([seed, people, 1])
             galleries = [refuse(faces, gallery, flagged, replace_rng, info.threshold, shut_out_enrol_anyway)
                          for gallery in galleries]
-            settings = tuple(setting for setting in SETTINGS if setting[0] != "before" and not setting[1])
-        for setting, with_cohort in settings:
-            threshold, expected, label = setting_threshold(info, setting, people, with_cohort)
+            settings = tuple(setting for setting in SETTINGS if setting[0] != "before")
+        for setting, mapping in settings:
+            with_cohort = mapping is not None and flagged is None
+            threshold, expected, label = setting_threshold(info, setting, people, mapping, with_cohort)
             if flagged is not None:
                 label = label.replace("door threshold only", "hub photos refused at enrolment")
             counts = np.zeros(5, dtype=int)
@@ -182,7 +186,7 @@ def evaluate(faces: FaceSet, info: ModelInfo, cohort: Cohort, sizes: list[int], 
                 let_in_as.update(names[p] for p in let_in[stranger & (let_in >= 0)])
             target = None if setting == "before" else float(setting)
             rows.append(Row(people, label, target, threshold, expected, *counts, float(np.median(worst)),
-                            with_cohort, float(np.mean(raised)), let_in_as))
+                            with_cohort, float(np.mean(raised)), let_in_as, mapping))
     return rows
 
 
@@ -222,15 +226,17 @@ def refuse(faces: FaceSet, gallery: dict[str, np.ndarray], flagged: np.ndarray, 
     return result
 
 
-def setting_threshold(info: ModelInfo, setting: str | float, people: int, with_cohort: bool = False) -> tuple[float, float, str]:
+def setting_threshold(info: ModelInfo, setting: str | float, people: int, mapping: str | None = "empirical",
+                      with_cohort: bool = True) -> tuple[float, float, str]:
     """(door threshold, expected stranger acceptance per attempt, label) of one setting for a gallery size."""
     templates = TEMPLATES_PER_PERSON * people
     if setting == "before":
         return BEFORE_THRESHOLD, expected_far(info, BEFORE_THRESHOLD, people, templates), "before (fixed 0.4266)"
-    door = door_threshold(info, RecognitionConfig(false_accept_rate=setting), people, templates)
+    union = mapping == "union"
+    door = door_threshold(info, RecognitionConfig(false_accept_rate=setting), people, templates, union_bound=union)
     default = " (default)" if setting == RecognitionConfig().false_accept_rate else ""
-    how = " + cohort" if with_cohort else ", door threshold only"
-    return door.value, door.expected_far, f"false_accept_rate {setting:g}{default}{how}"
+    how = ", union bound" if union else ", empirical M_eff"
+    return door.value, door.expected_far, f"false_accept_rate {setting:g}{default}{how}{'' if with_cohort else ', no cohort'}"
 
 
 # --- Door camera: genuine acceptance on webcam frames, enrolled in one session, tried in another ----
@@ -288,8 +294,11 @@ def door_camera(faces: FaceSet, info: ModelInfo, cohort: Cohort, sizes: tuple[in
     vectors = np.nan_to_num(faces.embeddings, nan=0.0)
     rows = []
     for people in sizes:
-        for setting, with_cohort in SETTINGS[1:]:
-            threshold, _, label = setting_threshold(info, setting, people, with_cohort)
+        for setting, mapping in SETTINGS:
+            if setting == "before" and people != sizes[0]:
+                continue  # a fixed threshold: the same for every gallery size
+            with_cohort = mapping is not None
+            threshold, _, label = setting_threshold(info, setting, people, mapping, with_cohort)
             accepted = attempts = strangers_in = strangers = 0
             raised = []
             by_subject: dict[str, list[int]] = {}
@@ -370,11 +379,32 @@ def method(info: ModelInfo) -> str:
         f"on {open_set['impostor_pairs']:,} pairs of {open_set['identities']} identities kept out of training (with half "
         f"of wild CelebA) through the door's front end, extrapolated below {TAIL_FROM:g} per comparison by an "
         f"exponential tail in Fisher z (check on held-out calibration identities, predicted -> "
-        f"observed: {checks}). With M templates enrolled the door expects 1 - (1 - F(t))^M strangers let in per "
-        f"attempt, and picks the t that makes this `recognition.false_accept_rate`, never below the per-comparison "
-        f"threshold {info.threshold:.4f}. It counts the templates as independent (a stranger close to one photo of a "
-        f"person is close to the others too) and an attempt as one frame (the frames of one stranger at the door are "
-        f"nearly the same picture), both on the safe side."
+        f"observed: {checks}). With a gallery of N people and T photos each, the door expects 1 - (1 - F(t))^M "
+        f"strangers let in per attempt, and picks the t that makes this `recognition.false_accept_rate`, never below "
+        f"the per-comparison threshold {info.threshold:.4f}. An attempt is taken as one frame (the frames of one "
+        f"stranger at the door are nearly the same picture)."
+    )
+    gallery = open_set.get("gallery")
+    text += "\n\n" + (
+        "\"union bound\" (the door before): M = N x T, every template an independent comparison. "
+        if gallery is None else
+        f"\"union bound\" (the door before): M = N x T, every template an independent comparison. \"empirical "
+        f"M_eff\" (the door now, `open_set.gallery`, `kiosk-train calibrate-gallery`): M = min(N x T, "
+        f"{gallery['a']} x N^{gallery['b']} x T^{gallery['c']}), fitted on the calibration identities only: the "
+        f"door's own rule (best person by raw score, per-template cohort thresholds, margin 0.05) simulated for "
+        f"N = 1, 5, 20, 50 and T = 1, 3, 5 (cohort from one half of the identities, galleries and strangers from the "
+        f"other, both ways round, 20 galleries per half), the implied M = log(1 - A(t)) / log(1 - F(t)) read at every "
+        f"threshold where 3 or more and at most 0.2% of strangers got in, its largest value per gallery fitted in "
+        f"log N and log T; a is the smallest factor that bounds every gallery ({gallery['envelope_a']}), times a "
+        f"safety factor of {gallery['safety']:g}. Implied M on the calibration identities (at the rates fitted): "
+        + "; ".join(f"{e['people']}x{e['templates_per_person']} "
+                    f"{min(m for _, m in e['implied_comparisons']):.1f}-{max(m for _, m in e['implied_comparisons']):.1f}"
+                    for e in gallery["measured"])
+        + ". c < 1: one person's photos resemble each other, so a stranger close to one is close to the others; "
+          "more photos of yourself cost far less than another person does, and never more than the union bound. "
+          "The implied M also falls with the rate (about 3x from 1e-3 to 1e-4 on the calibration identities); a "
+          "rate-dependent M_eff ((F/1e-3)^0.75) fitted that way let in 2.4e-4 at 1e-4 and 1.0e-3 at 1e-3 with 50 "
+          "people on the evaluation identities (one enrolled hub photo the cohort does not catch), so it is not used."
     )
     cohort = info.extra.get("cohort")
     if cohort:
@@ -502,17 +532,14 @@ def main(argv: list[str] | None = None) -> int:
         sizes, draws = [n for n in args.people if n <= 5] or [1], 2
     rows = evaluate(faces, info, cohort, sizes, draws, args.margin, args.seed)
     parts = [table(rows), notes(faces, rows, draws, args), method(info), curve_check(faces, info)]
-    if not args.quick:
-        refused = evaluate(faces, info, cohort, sizes, draws, args.margin, args.seed, refuse_hubs=True)
-        anyway = evaluate(faces, info, cohort, sizes, draws, args.margin, args.seed, refuse_hubs=True,
-                          shut_out_enrol_anyway=True)
-        parts.insert(2, alternative(faces, cohort, rows, refused, anyway))
     full = not (args.quick or args.faces)
     camera = args.camera or args.data / "nuaa_train" / "live"
     if full and camera.is_dir():
         frames = [(path, name) for name, paths in sorted(identity_folders(camera).items()) for path in paths]
         frame_faces = embed_through_door(args.models, frames, args.cache / "nuaa-live.npz", desc="door camera frames")
-        parts.insert(2, camera_table(door_camera(frame_faces, info, cohort), frame_faces))
+        camera_rows = door_camera(frame_faces, info, cohort)
+        parts.insert(2, camera_table(camera_rows, frame_faces))
+        parts.insert(2, supported_default(rows, camera_rows))
     elif full:
         print(f"bench.openset: no door-camera frames under {camera}; the door-camera rows are left out", file=sys.stderr)
     report = "\n\n".join(parts)
@@ -523,18 +550,53 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def verdict(rows: list[Row], with_cohort: bool) -> str:
-    """Which automatic rows, with or without the cohort, held their target, measured."""
+def verdict(rows: list[Row], mapping: str) -> str:
+    """Which automatic rows with this gallery mapping held their target, measured (upper 95% bound where 0 got in)."""
     over = []
-    automatic = [row for row in rows if row.target is not None and row.cohort == with_cohort]
+    automatic = [row for row in rows if row.target is not None and row.mapping == mapping]
     for row in automatic:
         measured = row.strangers_accepted / row.stranger_attempts
         if measured > row.target:
             over.append(f"{row.people} people at {row.target:g} ({measured / row.target:.1f}x)")
-    what = "With the cohort's per-template thresholds" if with_cohort else "With the door threshold only"
+    what = "With the union bound" if mapping == "union" else "With the empirical M_eff"
     held = len(automatic) - len(over)
     return f"{what}, the target held in {held} of {len(automatic)} rows" + (
         f"; it did not with {', '.join(over)}." if over else ".")
+
+
+def supported_default(rows: list[Row], camera: list[CameraRow]) -> str:
+    """One paragraph: which recognition.false_accept_rate the measurements support as the default, and why."""
+    lines = []
+    held = {}
+    for target in sorted({row.target for row in rows if row.target is not None}, reverse=True):
+        empirical = [row for row in rows if row.target == target and row.mapping == "empirical"]
+        worst = max(max(row.strangers_accepted, 0) / row.stranger_attempts if row.strangers_accepted
+                    else upper_bound_95(row.stranger_attempts) for row in empirical)
+        held[target] = all(row.strangers_accepted / row.stranger_attempts <= target for row in empirical)
+        cam = {row.people: row for row in camera if row.setting.endswith("empirical M_eff")
+               and f"false_accept_rate {target:g}" in row.setting}
+        genuine = ", ".join(f"{100 * row.genuine_accepted / row.genuine_attempts:.0f}% (worst subject "
+                            f"{100 * min(row.per_subject.values()):.0f}%) with {people}"
+                            for people, row in sorted(cam.items()))
+        lines.append(f"at {target:g} the empirical mapping {'held' if held[target] else 'did not hold'} its target "
+                     f"in every gallery size (worst measured or 95% bound {worst:.1e}); door-camera genuine frames let "
+                     f"in: {genuine or 'not measured'}")
+    supported = sorted(target for target, ok in held.items() if ok)
+    if not supported:
+        verdict = "No automatic setting held its target everywhere; neither can be recommended as it stands."
+    else:
+        lenient = max(supported)
+        camera_at = {people: 100 * row.genuine_accepted / row.genuine_attempts for row in camera
+                     for people in [row.people] if row.setting.endswith("empirical M_eff")
+                     and f"false_accept_rate {lenient:g}" in row.setting}
+        verdict = (f"Both stranger targets held with the empirical mapping, so the choice is what residents pay: "
+                   f"the numbers support {lenient:g} as the default, the most lenient setting that held its target "
+                   f"in every gallery size (and measured well below it), because 1e-4 (the issue's ask) lets almost "
+                   f"no resident in per frame at the door camera once 5 or more people are enrolled, while {lenient:g} "
+                   f"lets in {', '.join(f'{share:.0f}% with {people}' for people, share in sorted(camera_at.items()))}. "
+                   f"1e-4 fits a door with one or two people enrolled. The lead decides.") \
+            if len(supported) > 1 else f"Only {supported[0]:g} held its target in every gallery size. The lead decides."
+    return "Which default: " + "; ".join(lines) + ". " + verdict
 
 
 def culprits(rows: list[Row]) -> str:
@@ -555,20 +617,20 @@ def notes(faces: FaceSet, rows: list[Row], draws: int, args: argparse.Namespace)
     source = f"photos under {args.faces}" if args.faces else (
         "the evaluation identities (the evaluation half of wild CelebA and the people of lfw_pairsDevTest.txt, "
         "never used to train or calibrate, nor in the cohort)")
-    door_only = [row for row in rows if row.target is not None and not row.cohort]
-    with_cohort = [row for row in rows if row.cohort]
+    union = [row for row in rows if row.mapping == "union"]
+    empirical = [row for row in rows if row.mapping == "empirical"]
     wrong = {name: sum(row.wrong_person for row in group)
-             for name, group in (("before", [row for row in rows if row.target is None]), ("door", door_only),
-                                 ("cohort", with_cohort))}
+             for name, group in (("before", [row for row in rows if row.target is None]), ("union", union),
+                                 ("empirical", empirical))}
     return (
-        f"{verdict(rows, False)} {verdict(rows, True)}\n\n"
-        f"Door threshold only (all rows): {culprits(door_only)} With the cohort: {culprits(with_cohort)}\n\n"
+        f"{verdict(rows, 'union')} {verdict(rows, 'empirical')}\n\n"
+        f"Union bound (all rows): {culprits(union)} Empirical M_eff: {culprits(empirical)}\n\n"
         f"Measured on {len(faces.paths):,} photos of {len(np.unique(faces.identities)):,} people from {source}, "
         f"{100 * np.mean(faces.found):.1f}% with a usable face; {draws} random galleries per size (the same galleries "
         f"for every setting), margin {args.margin}. The bound for 0 accepted counts every attempt as independent; the "
         f"draws reuse the same photos, so it is optimistic. Enrolled people let in under someone else's name: "
-        f"{wrong['before']} before, {wrong['door']} with the door threshold only, {wrong['cohort']} with the cohort "
-        f"(all rows together).\n\n"
+        f"{wrong['before']} before, {wrong['union']} with the union bound, {wrong['empirical']} with the empirical "
+        f"M_eff (all rows together).\n\n"
         f"These are news and celebrity photos: pose, light, age, make-up and the camera change between photos of one "
         f"person far more than between frames at a door, so genuine acceptance here is much lower than at a door "
         f"camera (see the door-camera rows). The stranger rates are what a door that enrolled these photos would see."

@@ -3,17 +3,20 @@
 The model ships an impostor curve F(t) (``open_set.curve`` in ``encoder.json``): the fraction
 of comparisons of one stranger's face with one template of someone else that score above the
 cosine t, measured through the door's front end on identities the model never trained on, with
-the far tail extrapolated (``kiosk-train calibrate-openset``). A stranger at a door with M
-templates enrolled is compared with every one of them, so the chance that any scores above t is
+the far tail extrapolated (``kiosk-train calibrate-openset``). A stranger at a door is compared with every template, so the chance that any scores above t is
 
-    expected FAR per attempt = 1 - (1 - F(t)) ** M
+    expected FAR per attempt = 1 - (1 - F(t)) ** M_eff(people, templates per person)
 
-This counts the M comparisons as independent. The templates of one person resemble each
-other, so in truth a stranger close to one is close to the others too and fewer distinct
-chances exist: the formula errs on the safe side. So does treating an attempt as one frame:
-the door wants the same person in k of n frames, but the frames of a stranger standing at the
-door are nearly the same picture, so the k-of-n rule is given no credit; nor is the rule that
-the best person must lead the runner-up by a margin.
+M_eff is the effective number of independent comparisons, ``a * people**b * (templates per
+person)**c``, at most the number of templates (``open_set.gallery`` in ``encoder.json``, :class:`GalleryMapping`), fitted by
+``kiosk-train calibrate-gallery`` to the door's own rule simulated on the calibration identities
+(N people with T templates each, per-template cohort thresholds, margin): the templates of one
+person resemble each other, so a stranger close to one is close to the others and c is well
+below 1, and the margin rule and the cohort take away further chances. ``a`` includes a safety
+factor. A model without that section falls back to the union bound M = templates (every
+comparison independent), which is 10-100x too strict in practice. An attempt is taken as one
+frame: the frames of a stranger at the door are nearly the same picture, so the door's k-of-n
+rule is given no credit.
 
 The curve is an average over templates, and some templates are far from average: a few photos
 ("hubs": the encoder maps them near its mean) score high with many strangers' faces, so a
@@ -58,28 +61,100 @@ def comparison_far(info: ModelInfo, threshold: float) -> float:
     return float(10 ** np.interp(threshold, cosines, np.log10(fars)))
 
 
-def expected_far(info: ModelInfo, threshold: float, people: int, templates: int) -> float:
+RATE_REFERENCE = 1e-3
+"""The per-comparison rate at which M_eff = a * people**b * (templates per person)**c exactly."""
+
+
+@dataclass(frozen=True)
+class GalleryMapping:
+    """Independent comparisons a stranger's attempt amounts to, at per-comparison rate F:
+
+        M_eff = min(templates, max(1, a * people**b * (templates / people)**c * (F / 1e-3)**d))
+
+    Never more than the union bound (every template independent), never less than one
+    comparison. d > 0: the further out in the tail, the fewer of a gallery's templates a stranger
+    comes close to independently (the cohort and the margin rule take out the hub photos that
+    make up most of the far tail of F). a, b, c, d from ``open_set.gallery``.
+    """
+
+    a: float
+    b: float
+    c: float
+    d: float
+    source: str  # "open_set.gallery" or "union bound"
+
+    def comparisons(self, people: int, templates: int, far: float) -> float:
+        if people <= 0 or templates <= 0:
+            return 0.0
+        if self.source == "union bound":
+            return float(templates)
+        fitted = self.a * people ** self.b * (templates / people) ** self.c * (max(far, 1e-300) / RATE_REFERENCE) ** self.d
+        return min(float(templates), max(1.0, fitted))
+
+    @classmethod
+    def load(cls, info: ModelInfo) -> GalleryMapping:
+        """``open_set.gallery`` of the model metadata, range-checked; the union bound when the section is absent."""
+        open_set = info.extra.get("open_set") if isinstance(info.extra, dict) else None
+        section = open_set.get("gallery") if isinstance(open_set, dict) else None
+        if section is None:
+            return UNION_BOUND
+        fix = "run kiosk-train calibrate-gallery (or reinstall face-kiosk)"
+        if not isinstance(section, dict):
+            raise ModelError(f"the field open_set.gallery of the model metadata must be an object; {fix}")
+        values = {}
+        for name, low, high in GALLERY_RANGES:
+            value = section.get(name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not low <= value <= high:
+                raise ModelError(f"the field open_set.gallery.{name} of the model metadata must be a number in "
+                                 f"[{low:g}, {high:g}], got {value!r}; {fix}")
+            values[name] = float(value)
+        return cls(values["a"], values["b"], values["c"], values["d"], "open_set.gallery")
+
+
+GALLERY_RANGES = (("a", 0.5, 100.0), ("b", 0.05, 1.5), ("c", 0.0, 1.0), ("d", 0.0, 1.0))
+"""(field, lowest, highest) of ``open_set.gallery``: M_eff rises with people (b > 0), at most weakly with each
+person's templates (0 <= c <= 1), and falls at most as fast as the rate itself further out in the tail (0 <= d <= 1)."""
+UNION_BOUND = GalleryMapping(1.0, 1.0, 1.0, 0.0, "union bound")
+
+
+def gallery_comparisons(info: ModelInfo, people: int, templates: int, far: float, union_bound: bool = False) -> float:
+    """M_eff for this gallery at per-comparison rate ``far`` (the union bound M = templates when asked, or when the
+    model has no fitted mapping)."""
+    mapping = UNION_BOUND if union_bound else GalleryMapping.load(info)
+    return mapping.comparisons(people, templates, far)
+
+
+def _attempt_far(far: float, comparisons: float) -> float:
+    return 1.0 if far >= 1.0 else -math.expm1(comparisons * math.log1p(-far))
+
+
+def expected_far(info: ModelInfo, threshold: float, people: int, templates: int, union_bound: bool = False) -> float:
     """Expected stranger acceptance per attempt at ``threshold`` with this gallery (see the module docstring)."""
     _check_gallery(people, templates)
     far = comparison_far(info, threshold)
-    return 1.0 if far >= 1.0 else -math.expm1(max(templates, 1) * math.log1p(-far))
+    return _attempt_far(far, gallery_comparisons(info, max(people, 1), max(templates, 1), far, union_bound))
 
 
-def door_threshold(info: ModelInfo, recognition: RecognitionConfig, people: int, templates: int) -> DoorThreshold:
+def door_threshold(info: ModelInfo, recognition: RecognitionConfig, people: int, templates: int,
+                   union_bound: bool = False) -> DoorThreshold:
     """The threshold for ``recognition.false_accept_rate`` per stranger attempt with this gallery.
 
     Never below the model's per-comparison threshold (``threshold.value`` in ``encoder.json``).
     A manual ``recognition.threshold`` below the automatic one is refused unless
     ``recognition.allow_threshold_below_model`` is set; below the per-comparison threshold it is
     always refused. Call it again whenever people or templates are added or removed.
+    ``union_bound``: count every comparison as independent (M = templates) instead of the model's
+    fitted M_eff (for comparison in ``bench.openset``).
     """
     _check_gallery(people, templates)
     target = recognition.false_accept_rate
     gallery = f"{people} {'person' if people == 1 else 'people'} / {templates} templates"
-    automatic = max(info.threshold, _threshold_for(info, target, templates, gallery))
+    mapping = UNION_BOUND if union_bound else GalleryMapping.load(info)
+    automatic = max(info.threshold, _threshold_for(info, target, mapping, max(people, 1), max(templates, 1), gallery))
     if not recognition.threshold:
         floor = " (the model's per-comparison threshold, which is the floor)" if automatic == info.threshold else ""
-        return DoorThreshold(automatic, expected_far(info, automatic, people, templates),
+        return DoorThreshold(automatic, expected_far(info, automatic, people, templates, union_bound),
                              f"false_accept_rate {target:g} with {gallery}{floor}")
     manual = recognition.threshold
     if manual < info.threshold:
@@ -88,7 +163,7 @@ def door_threshold(info: ModelInfo, recognition: RecognitionConfig, people: int,
             f"that is never allowed, whatever recognition.allow_threshold_below_model says. Set it to 0 "
             f"(automatic: {automatic:.4f} for {gallery}) or to at least {info.threshold:.4f}"
         )
-    risk = expected_far(info, manual, people, templates)
+    risk = expected_far(info, manual, people, templates, union_bound)
     if manual < automatic and not recognition.allow_threshold_below_model:
         raise ConfigError(
             f"recognition.threshold {manual:g} is below the automatic threshold {automatic:.4f} for "
@@ -108,18 +183,29 @@ def comparison_threshold(info: ModelInfo, rate: float) -> float:
     return float(np.interp(math.log10(rate), np.log10(fars[::-1]), cosines[::-1]))
 
 
-def _threshold_for(info: ModelInfo, target: float, templates: int, gallery: str) -> float:
-    """The cosine at which 1 - (1 - F)^M equals ``target``."""
+def _threshold_for(info: ModelInfo, target: float, mapping: GalleryMapping, people: int, templates: int,
+                   gallery: str) -> float:
+    """The cosine at which 1 - (1 - F)^M_eff equals ``target`` (M_eff depends on F: solved by bisection on log F)."""
     if not 0 < target < 1:
         raise ConfigError(f"recognition.false_accept_rate must be in (0, 1), got {target!r}")
-    per_comparison = -math.expm1(math.log1p(-target) / max(templates, 1))
     lowest = _curve(info)[1][-1]
-    if per_comparison < lowest:
+    if _attempt_far(lowest, mapping.comparisons(people, templates, lowest)) > target:
+        needed = -math.expm1(math.log1p(-target) / templates)
         raise ConfigError(
-            f"recognition.false_accept_rate {target:g} with {gallery} needs {per_comparison:.1e} per comparison, "
+            f"recognition.false_accept_rate {target:g} with {gallery} needs about {needed:.1e} per comparison, "
             f"beyond the model's impostor curve (down to {lowest:.0e}); raise recognition.false_accept_rate"
         )
-    return comparison_threshold(info, per_comparison)
+    # The attempt rate rises with F (M_eff does too: d >= 0, and the caps keep it monotone), so bisect on log F.
+    low, high = math.log(lowest), 0.0
+    for _ in range(100):
+        middle = (low + high) / 2
+        far = math.exp(middle)
+        if _attempt_far(far, mapping.comparisons(people, templates, far)) > target:
+            high = middle
+        else:
+            low = middle
+    threshold = comparison_threshold(info, max(math.exp(low), lowest))
+    return min(float(_curve(info)[0][-1]), threshold)
 
 
 def _curve(info: ModelInfo) -> tuple[np.ndarray, np.ndarray]:

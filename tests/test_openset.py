@@ -13,8 +13,9 @@ import pytest
 from bench import openset as bench_openset
 from kiosk.config import ConfigError, RecognitionConfig
 from kiosk.encoder import ModelError, ModelInfo, sha256_of
-from kiosk.openset import Cohort, comparison_far, comparison_threshold, door_threshold, expected_far
-from kiosk.training.calibrate import FaceSet, build_cohort, impostor_curve, tail_check, wild_celeba_halves, write_cohort_section
+from kiosk.openset import Cohort, GalleryMapping, comparison_far, comparison_threshold, door_threshold, expected_far
+from kiosk.training.calibrate import (FaceSet, build_cohort, door_critical_cosines, fit_gallery_mapping, impostor_curve,
+                                     tail_check, wild_celeba_halves, write_cohort_section)
 from tests.conftest import FACES, MODELS
 
 # log10 F falls linearly from -1 at cosine 0.2 to -8.5 at 0.95: a curve whose inverse is known exactly.
@@ -196,9 +197,9 @@ def test_the_benchmark_runs_on_the_fixture_faces(capsys, tmp_path):
     doc.write_text(f"before\n{bench_openset.MARK_START}\nold\n{bench_openset.MARK_END}\nafter\n")
     assert bench_openset.main(["--faces", str(FACES), "--people", "1", "2", "--draws", "2", "--doc", str(doc)]) == 0
     printed = capsys.readouterr().out
-    # 5 settings per gallery size, and the refuse-at-enrolment alternative at both rates
-    assert printed.count("| 1 |") == 5 + 2 and printed.count("| 2 |") == 5 + 2
-    assert "false_accept_rate 0.0001 (default) + cohort" in printed and "door threshold only" in printed
+    # 5 settings per gallery size: before, and union bound / empirical M_eff at both rates
+    assert printed.count("| 1 |") == 5 and printed.count("| 2 |") == 5
+    assert "false_accept_rate 0.0001 (default), empirical M_eff" in printed and "union bound" in printed
     assert "old" in doc.read_text()  # only the full run on the evaluation identities rewrites the document
     bench_openset.write_block("new table", doc)
     assert doc.read_text() == f"before\n{bench_openset.MARK_START}\nnew table\n{bench_openset.MARK_END}\nafter\n"
@@ -387,9 +388,127 @@ def test_the_door_camera_rows_enrol_in_one_session_and_try_the_other(tmp_path):
     cohort, _ = hubby_cohort()
     info = ModelInfo.load(MODELS / "encoder.json")
     results = bench_openset.door_camera(faces, info, cohort, sizes=(1,), draws=2)
-    assert len(results) == 4 and {row.people for row in results} == {1}
+    assert len(results) == 5 and {row.people for row in results} == {1}  # before, union / empirical at 2 rates
     for row in results:
         assert sorted(row.per_subject) == ["0001", "0002"]  # one session only: never enrolled
         assert row.genuine_attempts == 2 * 2 * 2 * 6 and row.genuine_accepted == row.genuine_attempts
         assert row.strangers_accepted == 0 and row.stranger_attempts == 2 * 2 * 2 * 18  # 8 enrolments, the 18 frames of the others
     assert "| 1 |" in bench_openset.camera_table(results, faces)
+
+
+# --- The empirical gallery mapping: M_eff(people, templates per person, F) ------------------------------
+
+FITTED_GALLERY = {"a": 2.0, "b": 0.6, "c": 0.4, "d": 0.5}
+FITTED = replace(SYNTHETIC, extra={"open_set": {"gallery": FITTED_GALLERY}})
+
+
+def fitted_m(people: int, templates: int, far: float) -> float:
+    g = FITTED_GALLERY
+    return min(templates, max(1.0, g["a"] * people ** g["b"] * (templates / people) ** g["c"] * (far / 1e-3) ** g["d"]))
+
+
+@pytest.mark.parametrize("target", [1e-2, 1e-3, 1e-4, 1e-6])
+@pytest.mark.parametrize("people", [1, 5, 20, 50])
+def test_the_fitted_mapping_meets_a_synthetic_target_and_is_never_stricter_than_the_union_bound(target, people):
+    config = RecognitionConfig(false_accept_rate=target)
+    door = door_threshold(FITTED, config, people, 3 * people)
+    far = synthetic_far(door.value)
+    assert door.expected_far == pytest.approx(1 - (1 - far) ** fitted_m(people, 3 * people, far), rel=1e-6)
+    assert door.expected_far <= target * (1 + 1e-6)
+    if door.value > FITTED.threshold:
+        assert door.expected_far == pytest.approx(target, rel=1e-6)
+    union = door_threshold(FITTED, config, people, 3 * people, union_bound=True)
+    assert union.value == door_threshold(SYNTHETIC, config, people, 3 * people).value  # no section: the union bound
+    assert door.value <= union.value + 1e-12
+
+
+def test_the_fitted_threshold_rises_with_people_and_at_most_weakly_with_templates_per_person():
+    config = RecognitionConfig(false_accept_rate=1e-4)
+    by_people = [door_threshold(FITTED, config, n, 3 * n).value for n in (1, 2, 5, 20, 50, 200)]
+    assert by_people == sorted(by_people) and len(set(by_people)) == len(by_people)
+    by_templates = [door_threshold(FITTED, config, 5, m).value for m in (5, 10, 15, 25, 50)]
+    assert by_templates == sorted(by_templates)
+    # a sixth photo of each of 5 people moves the door less than a sixth person does
+    assert by_templates[-1] - by_templates[0] < door_threshold(FITTED, config, 50, 50).value - by_templates[0]
+    flat = replace(SYNTHETIC, extra={"open_set": {"gallery": {**FITTED_GALLERY, "c": 0.0}}})
+    assert len({door_threshold(flat, config, 5, m).value for m in (5, 15, 50)}) == 1  # c = 0: photos cost nothing
+    by_threshold = [expected_far(FITTED, t, 20, 60) for t in (0.3, 0.5, 0.7, 0.9)]
+    assert by_threshold == sorted(by_threshold, reverse=True)
+
+
+def test_the_shipped_model_carries_a_fitted_mapping_that_is_looser_than_the_union_bound():
+    info = ModelInfo.load(MODELS / "encoder.json")
+    mapping = GalleryMapping.load(info)
+    assert mapping.source == "open_set.gallery" and 0 < mapping.c < 1
+    for people in (5, 20, 50):
+        for rate in (1e-3, 1e-4):
+            config = RecognitionConfig(false_accept_rate=rate)
+            fitted = door_threshold(info, config, people, 3 * people)
+            assert fitted.value < door_threshold(info, config, people, 3 * people, union_bound=True).value
+            assert fitted.expected_far == pytest.approx(rate, rel=1e-3)
+
+
+@pytest.mark.parametrize(("field", "value"), [("a", 0.0), ("a", 1e3), ("b", 0.0), ("b", 3.0), ("c", -0.1), ("c", 1.5),
+                                              ("d", -0.5), ("d", 2.0), ("a", "2"), ("b", float("nan")), ("c", None),
+                                              ("d", True)])
+def test_a_gallery_mapping_out_of_range_is_a_model_error_naming_the_field(metadata_copy, field, value):
+    metadata = json.loads(metadata_copy.read_text())
+    metadata["open_set"]["gallery"][field] = value
+    metadata_copy.write_text(json.dumps(metadata))
+    info = ModelInfo.load(metadata_copy)
+    with pytest.raises(ModelError, match=rf"open_set\.gallery\.{field}\b"):
+        door_threshold(info, RecognitionConfig(), 5, 15)
+
+
+def test_without_a_gallery_mapping_the_door_falls_back_to_the_union_bound(metadata_copy):
+    metadata = json.loads(metadata_copy.read_text())
+    del metadata["open_set"]["gallery"]
+    metadata_copy.write_text(json.dumps(metadata))
+    info = ModelInfo.load(metadata_copy)
+    assert GalleryMapping.load(info).source == "union bound"
+    far = comparison_far(info, 0.6)
+    assert expected_far(info, 0.6, 5, 15) == pytest.approx(1 - (1 - far) ** 15, rel=1e-9)
+
+
+def test_the_fit_recovers_a_known_mapping_and_bounds_every_point():
+    # exact counts from M = 1.5 * N^0.7 * T^0.3 * (F / 1e-3)^0.6 on the synthetic curve
+    measured = []
+    grid = np.round(np.arange(0.40, 0.75, 0.005), 4)
+    for n in (1, 5, 20, 50):
+        for t in (1, 3, 5):
+            attempts = 10 ** 7
+            accepted = []
+            for threshold in grid:
+                far = synthetic_far(threshold)
+                m = 1.5 * n ** 0.7 * t ** 0.3 * (far / 1e-3) ** 0.6
+                accepted.append(int(round(attempts * -math.expm1(m * math.log1p(-far)))))
+            measured.append({"people": n, "templates": t, "galleries": 1, "attempts": attempts,
+                             "thresholds": [float(g) for g in grid], "accepted": accepted})
+    fit = fit_gallery_mapping(SYNTHETIC, measured, safety=2.0, fit_rate=True)
+    assert fit["b"] == pytest.approx(0.7, abs=0.02) and fit["c"] == pytest.approx(0.3, abs=0.02)
+    assert fit["d"] == pytest.approx(0.6, abs=0.02) and fit["envelope_a"] == pytest.approx(1.5, rel=0.2)
+    assert fit["a"] == pytest.approx(2 * fit["envelope_a"], rel=1e-3)
+    GalleryMapping.load(replace(SYNTHETIC, extra={"open_set": {"gallery": fit}}))  # within the door's ranges
+    # d = 0 (the shipped choice): one M_eff per gallery that bounds every point it was fitted on
+    flat = fit_gallery_mapping(SYNTHETIC, measured, safety=1.0)
+    assert flat["d"] == 0 and 0 < flat["c"] <= 1 and flat["b"] > 0
+    mapping = GalleryMapping.load(replace(SYNTHETIC, extra={"open_set": {"gallery": flat}}))
+    for entry in measured:
+        n, t = entry["people"], entry["templates"]
+        for threshold, accepted in zip(entry["thresholds"], entry["accepted"]):
+            rate = accepted / entry["attempts"]
+            if 3 <= accepted and rate <= 2e-3:
+                bound = -math.expm1(mapping.comparisons(n, n * t, 0.0) * math.log1p(-synthetic_far(threshold)))
+                assert bound >= rate * (1 - 1e-3) or mapping.comparisons(n, n * t, 0.0) == n * t
+
+
+def test_the_simulated_door_lets_an_attempt_in_below_its_best_persons_corrected_score():
+    base = np.eye(128, dtype=np.float32)[:4]  # orthonormal
+    embeddings = np.vstack([base[0], base[1], base[2],
+                            unit(0.8 * base[0] + 0.6 * base[3]),  # close to person 0 only
+                            unit(0.6 * base[1] + 0.6 * base[2] + 0.5 * base[3])])  # a tie between 1 and 2
+    enrolled = [np.array([0]), np.array([1]), np.array([2])]
+    critical = door_critical_cosines(embeddings, enrolled, np.array([0.0, 0.0, 0.0]), np.array([3, 4]), 0.05)
+    assert critical[0] == pytest.approx(0.8, abs=1e-5) and critical[1] == -1.0  # no lead: never let in
+    raised = door_critical_cosines(embeddings, enrolled, np.array([0.2, 0.0, 0.0]), np.array([3]), 0.05)
+    assert raised[0] == pytest.approx(np.tanh(np.arctanh(0.8) - 0.2), abs=1e-5)

@@ -224,6 +224,28 @@ def cmd_calibrate_openset(args: argparse.Namespace) -> None:
             door = door_threshold(info, RecognitionConfig(false_accept_rate=rate), people, 3 * people)
             print(f"  {door.source}: {door.value:.4f}")
     cmd_cohort(args)  # its reference point comes from the curve just written
+    cmd_calibrate_gallery(args)  # the open_set section was rewritten: fit the gallery mapping again, with the cohort
+
+
+def cmd_calibrate_gallery(args: argparse.Namespace) -> None:
+    """Fit open_set.gallery (M_eff) by simulating the door on the calibration identities."""
+    from kiosk.config import RecognitionConfig
+    from kiosk.encoder import METADATA_FILE, ModelInfo
+    from kiosk.openset import door_threshold
+    from kiosk.training.calibrate import calibrate_gallery, write_gallery_section
+
+    section = calibrate_gallery(args.models, args.data, args.cache)
+    write_gallery_section(args.models, section)  # loaded back with the door's range checks
+    info = ModelInfo.load(args.models / METADATA_FILE)
+    print(f"gallery mapping: M_eff = min(templates, {section['a']} * people^{section['b']} * "
+          f"(templates per person)^{section['c']} * (F / 1e-3)^{section['d']}) (envelope {section['envelope_a']}, "
+          f"safety {section['safety']}) from {section['points']} simulated points")
+    for rate in (1e-3, 1e-4):
+        for people in (1, 5, 20, 50):
+            config = RecognitionConfig(false_accept_rate=rate)
+            fitted = door_threshold(info, config, people, 3 * people)
+            union = door_threshold(info, config, people, 3 * people, union_bound=True)
+            print(f"  {fitted.source}: {fitted.value:.4f} (union bound {union.value:.4f})")
 
 
 def cmd_cohort(args: argparse.Namespace) -> None:
@@ -270,7 +292,7 @@ def cmd_all(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "export": cmd_export, "calibrate": cmd_calibrate,
-            "calibrate-openset": cmd_calibrate_openset, "cohort": cmd_cohort, "evaluate": cmd_evaluate, "all": cmd_all}
+            "calibrate-openset": cmd_calibrate_openset, "cohort": cmd_cohort, "calibrate-gallery": cmd_calibrate_gallery, "evaluate": cmd_evaluate, "all": cmd_all}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "cosine, with an exponential tail beyond the measured pairs) into the open_set section of "
                     "encoder.json. The model file and its hash are not touched. Calibration identities: those "
                     "held aside from training plus half of wild CelebA; the other half and the lfw_pairsDevTest.txt "
-                    "people are left for 'python -m bench.openset'. Then runs the cohort step (see its --help). "
+                    "people are left for 'python -m bench.openset'. Then runs the cohort and calibrate-gallery steps (see "
+                    "their --help). "
                     "Embeddings are cached (CACHE/calibrate.npz).",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
@@ -342,6 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
                     "above an average template's gets its own, stricter threshold (kiosk.openset.Cohort). Needs the "
                     "open_set curve (calibrate-openset, which also runs this step). The model file and its hash are "
                     "not touched. Embeddings are cached (CACHE/calibrate.npz).",
+    )
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
+                   help="folder of encoder.tflite and encoder.json (default %(default)s)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "openset", help="embedding cache folder (default %(default)s)")
+
+    p = sub.add_parser(
+        "calibrate-gallery", help="how many independent comparisons a gallery of N people with T photos each amounts to",
+        description="Simulate the door's open-set rule (best person by raw score, per-template cohort thresholds, "
+                    "margin 0.05) on the calibration identities for 1, 5, 20, 50 people with 1, 3, 5 photos each "
+                    "(cohort from one half of the identities, galleries and strangers from the other, both ways), and "
+                    "fit M_eff = a * people^b * (photos per person)^c bounding the strangers let in per attempt: "
+                    "1 - (1 - F(t))^M_eff. Writes open_set.gallery in encoder.json (the model file and its hash are "
+                    "not touched); the door uses it instead of counting every template as independent. Needs the "
+                    "open_set curve and the cohort (calibrate-openset, which also runs this step). Embeddings are "
+                    "cached (CACHE/calibrate.npz).",
     )
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
     p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
