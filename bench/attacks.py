@@ -274,6 +274,10 @@ class Material:
     thorough: bool = False
     """More trials per attack (every print session, several damaged components, a full minute of stepping out)."""
     lookalikes: Lookalikes | None = None
+    housemates: dict[str, list[Path]] = field(default_factory=dict)
+    """Other people who may be enrolled beside the resident (candidates; enrolment may refuse some)."""
+    crowd: int = 0
+    """How many people in all control C3 enrols (the resident and housemates)."""
     enrolment_seconds: tuple[float, float] | None = None
     """Shorter (admin wait, capture) windows for the button attacks, to keep the tests fast; None: the defaults."""
 
@@ -310,6 +314,7 @@ def fixture_material() -> Material:
         stranger_prints=sorted((DEMO / "frames").glob("stranger_*.jpg")),
         lookalikes=Lookalikes(enrolled, 3, pool, play=3, label="LFW people from tests/fixtures/faces"),
         enrolment_seconds=(3.0, 3.0),
+        housemates=enrolled, crowd=4,
     )
 
 
@@ -337,6 +342,8 @@ def data_materials(data: Path, quick: bool = False, enrolled_people: int = 20, p
         ))
     people, pool, play = (5, 300, 5) if quick else (enrolled_people, pool_size, 20)
     materials[0].lookalikes = lfw_lookalikes(data, people, pool, play)
+    for m in materials:
+        m.housemates, m.crowd = materials[0].lookalikes.enrolled, people
     return materials
 
 
@@ -613,6 +620,31 @@ def control_resident(m: Material, work: Work) -> list[Trial]:
         rig.show(m.live)
         granted = any(e.kind == "granted" and e.person == RESIDENT for e in rig.events())
         return [trial_for(rig, rig.opened and granted, f"{len(m.live)} live frames")]
+    finally:
+        rig.close()
+
+
+def control_crowd(m: Material, work: Work) -> list[Trial]:
+    """The resident walks up, live, with ``m.crowd`` people enrolled in all (the per-door threshold rises with them)."""
+    if not m.crowd:
+        return []
+    state = work.state("crowd")
+    rig = build_door(state, config=m.config(), enrol={RESIDENT: m.enrol})
+    for name, photos in m.housemates.items():
+        if len(rig.people()) >= m.crowd:
+            break
+        try:
+            enroll_from_images(name, photos, rig.pipeline, rig.gallery)
+        except FaceKioskError:
+            pass  # an installer would pick clearer photos: left out
+    rig.close()
+    rig = build_door(state, config=m.config())
+    try:
+        rig.show(m.live)
+        granted = any(e.kind == "granted" and e.person == RESIDENT for e in rig.events())
+        threshold = getattr(rig.door, "threshold", None)
+        at = f" (threshold {float(threshold):.3f})" if threshold is not None else ""
+        return [trial_for(rig, rig.opened and granted, f"{len(rig.people())} people enrolled{at}, {len(m.live)} live frames")]
     finally:
         rig.close()
 
@@ -1137,6 +1169,8 @@ class Attack:
 ATTACKS = [
     Attack("C1", "control: the resident walks up, live", "the door opens and logs `granted`", control_resident, control=True,
            opening_expected=True),
+    Attack("C3", "control: the resident walks up, live, among the people enrolled for the look-alikes (4 with the fixtures)",
+           "the door opens and logs `granted`", control_crowd, control=True, opening_expected=True),
     Attack("C2", "control: a printed photo of the resident, moved in front of the camera", "never opens", control_print,
            control=True),
     Attack("1a", "live stranger (5 frames), then a printed photo of the resident", "never opens", live_then_photo),
@@ -1283,6 +1317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="run only these attacks (implies --no-write)")
     parser.add_argument("--people", type=int, default=20, help="people enrolled for the look-alike attack (default %(default)s)")
     parser.add_argument("--work", type=Path, help="keep the scratch folder (state folders, composed frames) here")
+    parser.add_argument("--code", help="the code measured, for the table's header (default: the checkout's commit)")
     args = parser.parse_args(argv)
     import logging
 
@@ -1305,13 +1340,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = (f"{len(rows) - len(failed)} of {len(rows)} held; {len(opened)} attack(s) opened the door for someone they "
                f"should not have: {', '.join(r.attack.id for r in opened) or 'none'}")
     print(summary)
-    header = (f"Measured {datetime.date.today().isoformat()} by `python -m bench.attacks` on {source}, "
+    code = args.code or _commit()
+    header = (f"Measured {datetime.date.today().isoformat()} by `python -m bench.attacks` on {source}"
+              f"{f' at {code}' if code else ''}, "
               f"{platform.machine()}, liveness mode `{Config().liveness.mode}` unless said; residents and strangers: "
               f"{'; '.join(m.label for m in materials)}. {summary}.")
     if not (args.no_write or args.fixtures or args.only):
         write_block(table(rows, header))
         print(f"wrote the table into {SECURITY_MD}")
     return 1 if failed else 0
+
+
+def _commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h"], check=False, capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"commit {out.stdout.strip()}" if out.returncode == 0 and out.stdout.strip() else None
 
 
 if __name__ == "__main__":

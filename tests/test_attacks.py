@@ -52,6 +52,12 @@ def test_control_the_resident_live_is_let_in(tmp_path):
     assert row.opened == 1
 
 
+@pytest.mark.xfail(reason="issue 11 target 'live people refused no more often than today': with 4 people enrolled the "
+                          "per-door threshold (0.75) refuses the NUAA resident (best score 0.71) who gets in alone", strict=True)
+def test_control_the_resident_is_let_in_among_four_people(tmp_path):
+    assert_held("C3", tmp_path)
+
+
 def test_control_a_plain_printed_photo_is_refused(tmp_path):
     row = assert_held("C2", tmp_path)
     assert "spoof" in row.trials[0].events
@@ -188,8 +194,6 @@ def test_screen_replay_of_the_residents_video(tmp_path):
     assert_held("11f", tmp_path)
 
 
-@pytest.mark.xfail(reason="found by the issue 11 suite: frames bit-identical to a granted attempt open the door again "
-                          "(an injected camera feed); nothing remembers recent attempts", strict=True)
 def test_exact_replay_of_a_granted_attempt(tmp_path):
     assert_held("11g", tmp_path)
 
@@ -198,7 +202,7 @@ def test_exact_replay_of_a_granted_attempt(tmp_path):
 
 
 def test_every_attack_has_a_test():
-    tested = {"C1", "C2", "1a", "1b", "1c", "2", "3a", "3b", "3c", "3d", "4a", "4b", "5", "6a", "6b", "6c", "7", "8", "9", "10a",
+    tested = {"C1", "C2", "C3", "1a", "1b", "1c", "2", "3a", "3b", "3c", "3d", "4a", "4b", "5", "6a", "6b", "6c", "7", "8", "9", "10a",
               "10b", "11a", "11b", "11c", "11d", "11e", "11f", "11g", "11h"}
     assert {a.id for a in ATTACKS} == tested
 
