@@ -24,6 +24,8 @@ miss) without ending the attempt.
   began, the attempt is refused as a spoof (a photo or phone on a stand, a
   repeated frame). A SPOOF verdict refuses the attempt at once, and an
   attempt once refused as a spoof never opens the door: the face must leave.
+  So does a frame bit-identical to one of an earlier granted attempt (a
+  replayed camera feed: a real camera never repeats itself exactly).
 - **No re-trigger** while the granted person stays in view: they must be
   out of view for ``rearm_seconds`` before they can open the door again.
 - **Every attempt is logged once** with its outcome (granted, denied,
@@ -81,7 +83,9 @@ class Observation:
     the threshold (accepted or refused by the margin); ``others`` counts
     further faces besides the tracked one; ``live`` is the current attempt's
     liveness verdict; ``new_attempt`` and ``restart`` are the door's track
-    boundaries (see the module docstring).
+    boundaries (see the module docstring); ``replayed`` says the frame is
+    bit-identical to a frame of an earlier granted attempt (a camera never
+    repeats itself exactly: a replayed or injected feed).
     """
 
     time: float
@@ -95,6 +99,7 @@ class Observation:
     near_miss: bool = False
     new_attempt: bool = False
     restart: bool = False
+    replayed: bool = False
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,7 @@ class Attempt:
     spoofed: bool = False
     granted: bool = False
     counted: bool = False
+    replayed: bool = False
 
 
 @dataclass
@@ -241,6 +247,7 @@ class DoorDecision:
         if obs.candidate is not None and (attempt.best_score is None or (obs.score or -1.0) > attempt.best_score):
             attempt.candidate, attempt.best_score, attempt.runner_up = obs.candidate, obs.score, obs.runner_up
         attempt.near_miss = attempt.near_miss or obs.near_miss
+        attempt.replayed = attempt.replayed or obs.replayed
 
     def _decide(self, now: float, obs: Observation, attempt: Attempt) -> list[Event]:
         if attempt.spoofed or attempt.granted:
@@ -250,6 +257,9 @@ class DoorDecision:
         if candidate is not None and votes >= self.settings.k:
             scores = [o.score for o in recent if o.person == candidate and o.score is not None]
             score = max(scores) if scores else None
+            if attempt.replayed:
+                return self._refuse_spoof(now, attempt, candidate, score, "a frame identical to one of an earlier granted "
+                                          "attempt: a replayed or injected camera feed")
             if obs.live is Liveness.SPOOF:
                 return self._refuse_spoof(now, attempt, candidate, score, "liveness check failed")
             if obs.live is Liveness.PENDING:

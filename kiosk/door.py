@@ -17,6 +17,7 @@ lockout is saved in the gallery (as wall-clock time) and survives a restart.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 UNSAVED_EVENTS_KEPT = 1000
 """Events kept in memory while the event log cannot be written (a full disk)."""
+GRANTED_FRAMES_KEPT = 20_000
+"""Digests of the face crops of granted attempts kept to recognise a replayed feed (about 20 minutes of frames)."""
 LOCKOUT_STATE = "lockout"
 """The gallery state key of the saved lockout (wall-clock end and recent suspicious attempts)."""
 
@@ -98,6 +101,9 @@ class Door:
         self.frames = 0
         self.last_event: Event | None = None
         self._damaged_reported: set[str] = set()
+        self._attempt_frames: list[bytes] = []
+        self._granted_frames: set[bytes] = set()
+        self._granted_order: deque[bytes] = deque()
         self.door_threshold: DoorThreshold | None = None
         self.cohort = Cohort.load(pipeline.encoder.model_dir)
         self._thresholds_for: tuple[float, bytes] | None = None
@@ -172,21 +178,45 @@ class Door:
                 self.liveness.reset()
             live = self.liveness.check(frame, faces[0], now)
             timings["liveness"] = _ms(start)
+        replayed = self._replay_check(embedded, new_attempt)
         obs = Observation(time=now, face=bool(faces), person=result.person if result else None,
                           score=result.score if result else None, others=max(0, len(faces) - 1), live=live,
                           candidate=result.best if result else None, runner_up=result.runner_up_name if result else None,
-                          near_miss=bool(result and result.above(self.threshold)), new_attempt=new_attempt, restart=restart)
+                          near_miss=bool(result and result.above(self.threshold)), new_attempt=new_attempt, restart=restart,
+                          replayed=replayed)
         if self.enrollment is not None:
             return self._enrolment_frame(obs, len(faces), embedded, frame, timings)
 
         start = time.perf_counter()
         step = self.decision.observe(obs)
+        if any(event.kind == "granted" for event in step.events):
+            self._remember_granted_frames()
         self._apply(step)
         timings["decide"] = _ms(start)
         if step.event is not None and embedded is not None and self.config.storage.snapshots:
             self._snapshot(step.event, embedded.crop, now)
         return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None,
                            step.event, timings, events=step.events)
+
+    def _replay_check(self, embedded, new_attempt: bool) -> bool:
+        """Whether this frame's face crop is bit-identical to one of an earlier granted attempt (a replayed feed)."""
+        if new_attempt:
+            self._attempt_frames.clear()
+        if embedded is None:
+            return False
+        digest = hashlib.blake2b(embedded.crop.tobytes(), digest_size=16).digest()
+        self._attempt_frames.append(digest)
+        return digest in self._granted_frames
+
+    def _remember_granted_frames(self) -> None:
+        """Keep the digests of a granted attempt's frames (the most recent ``GRANTED_FRAMES_KEPT``)."""
+        for digest in self._attempt_frames:
+            if digest not in self._granted_frames:
+                if len(self._granted_order) == GRANTED_FRAMES_KEPT:
+                    self._granted_frames.discard(self._granted_order.popleft())
+                self._granted_order.append(digest)
+                self._granted_frames.add(digest)
+        self._attempt_frames.clear()
 
     def _apply(self, step: Step) -> None:
         if step.relay_on:

@@ -162,3 +162,11 @@ def test_a_second_face_restarts_the_evidence():
 def test_bad_settings_are_refused(bad):
     with pytest.raises(ValueError):
         DecisionSettings(**bad)
+
+
+def test_a_replayed_frame_refuses_the_attempt_as_a_spoof():
+    decision = DoorDecision(DecisionSettings(k=3, n=5))
+    steps = frames(decision, 0, 1, face=True, person="ann", score=0.8, live=LIVE, replayed=True)
+    steps += frames(decision, 1 / FPS, 10, face=True, person="ann", score=0.8, live=LIVE)
+    assert not any(s.relay_on for s in steps)
+    assert kinds(steps) == ["spoof"] and "replayed" in events(steps)[0].detail
