@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from itertools import pairwise
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def stay_in_view(frames: list, seconds: float) -> list:
     out, forward = list(frames), False
     while out[-1][0] - out[0][0] < seconds:
         run = frames if forward else frames[::-1]
-        for (t0, _, _), (t1, image, face) in zip(run, run[1:]):
+        for (t0, _, _), (t1, image, face) in pairwise(run):
             out.append((out[-1][0] + abs(t1 - t0), image, face))
         forward = not forward
     return out

@@ -30,7 +30,6 @@ from kiosk.config import EnrollmentConfig
 from kiosk.decision import DecisionSettings, DoorDecision, Liveness, Observation
 from kiosk.face import AttemptBoundary, FaceKioskError, ImageError, image_files, read_image
 from kiosk.gallery import Gallery, Person, Templates
-from kiosk.match import match
 from kiosk.pipeline import FaceEmbedding, FacePipeline
 
 VARIETY_MAX_COSINE = 0.985

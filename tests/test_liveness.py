@@ -235,7 +235,7 @@ def test_door_lets_the_live_person_in_with_liveness_on(tmp_path, pipeline):
 
 def test_door_refuses_a_still_face_as_no_proof_of_life(tmp_path, pipeline):
     frames = [LIVE[0]] * (5 * FPS)  # the enrolled person's live frame, frozen for 5 s
-    door, gallery, hardware = _door(tmp_path, pipeline, frames)
+    door, gallery, _ = _door(tmp_path, pipeline, frames)
     try:
         reports = [door.process_frame() for _ in frames]
         assert not any(r.relay_on for r in reports)
