@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import argparse
 import re
-from itertools import pairwise
 from collections import defaultdict
+from itertools import pairwise
 from pathlib import Path
 
 from tqdm import tqdm
