@@ -58,30 +58,26 @@ def _session(gallery, config: Config, clock: FakeClock, **kwargs) -> ButtonEnrol
     return ButtonEnrollment(gallery, config.enrollment, decision_settings(config), clock(), **kwargs)
 
 
-def test_the_camera_enrolment_makes_the_first_admin_from_one_live_track(pipeline, gallery):
+def _camera_enrolment(pipeline, gallery, kind: str, name: str):
+    """A trusted camera enrolment (``kiosk enroll NAME --camera --role admin``) on NUAA frames of ``kind``."""
     config = Config()
     config.enrollment.frames = 3
     config.enrollment.min_face_pixels = 60
     clock = FakeClock()
-    frames = sorted((NUAA / "live").glob("*.jpg")) * 3
-    camera = PlaylistCamera(frames, on_frame=lambda: clock.advance(1 / FPS))
+    camera = PlaylistCamera(sorted((NUAA / kind).glob("*.jpg")) * 3, on_frame=lambda: clock.advance(1 / FPS))
     liveness = make_liveness("both", MODELS, window_seconds=config.decision.window_seconds)
-    session = _session(gallery, config, clock, name="alice", trusted=True, role="admin")
-    person = capture_from_camera(session, camera.read, pipeline, liveness, clock)
+    session = _session(gallery, config, clock, name=name, trusted=True, role="admin")
+    return capture_from_camera(session, camera.read, pipeline, liveness, clock)
+
+
+def test_the_camera_enrolment_makes_the_first_admin_from_one_live_track(pipeline, gallery):
+    person = _camera_enrolment(pipeline, gallery, "live", "alice")
     assert (person.name, person.role, person.embeddings) == ("alice", "admin", 3)
 
 
 def test_the_camera_enrolment_refuses_a_printed_photo(pipeline, gallery):
-    config = Config()
-    config.enrollment.frames = 3
-    config.enrollment.min_face_pixels = 60
-    clock = FakeClock()
-    frames = sorted((NUAA / "spoof").glob("*.jpg")) * 3
-    camera = PlaylistCamera(frames, on_frame=lambda: clock.advance(1 / FPS))
-    liveness = make_liveness("both", MODELS, window_seconds=config.decision.window_seconds)
-    session = _session(gallery, config, clock, name="mallory", trusted=True, role="admin")
     with pytest.raises(EnrollmentError, match="liveness|proof of life"):
-        capture_from_camera(session, camera.read, pipeline, liveness, clock)
+        _camera_enrolment(pipeline, gallery, "spoof", "mallory")
     assert gallery.people() == []
 
 
