@@ -150,8 +150,17 @@ def test_a_stalled_camera_stops_the_watchdog_pings(tmp_path):
     process = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "run", "--simulate", "--config", str(config)],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        with open(fifo, "wb"):
-            pass  # the first open sees an empty stream; the reconnect then blocks in open() for good
+        # The first open sees an empty stream; the reconnect then blocks in open() for good. Wait for the reader
+        # without blocking, so a 'kiosk run' that died at start fails this test instead of hanging it.
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+                break
+            except OSError:  # ENXIO: nobody has the FIFO open for reading yet
+                assert process.poll() is None, "kiosk run exited before it opened the camera"
+                assert time.monotonic() < deadline, "kiosk run never opened the camera"
+                time.sleep(0.05)
         stalled_from = time.monotonic() + 2.0
         notify.collect(7)
     finally:
