@@ -125,7 +125,8 @@ def test_run_notifies_ready_watchdog_status_and_stops_cleanly_on_sigterm(tmp_pat
         assert notify.count("READY=1") == 1
         assert notify.count("WATCHDOG=1") >= 5
         statuses = [m for _, m in notify.messages if m.startswith("STATUS=")]
-        assert any("fps" in s and "people enrolled" in s and "last decision" in s for s in statuses), statuses
+        assert any("fps" in s and "people enrolled" in s and "last decision: none" in s and "threshold" in s
+                   and "expected strangers let in" in s for s in statuses), statuses
         ready_at = next(t for t, m in notify.messages if "READY=1" in m)
         assert all(t >= ready_at for t, m in notify.messages if m == "WATCHDOG=1")
         process.send_signal(signal.SIGTERM)

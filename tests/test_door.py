@@ -95,6 +95,7 @@ def test_enrolled_person_unlocks_within_three_frames(rig_factory):
     assert reports[first_on].event.kind == "granted" and reports[first_on].event.person == "owner"
     assert rig.hardware.relay_on and not rig.relay_pin_high  # active-low relay board energised
     assert [e.kind for e in rig.gallery.events()] == ["enrolled", "granted"]
+    assert door.last_event == reports[first_on].event, "the service's status line shows the last decision"
 
 
 def test_stranger_never_unlocks_is_logged_per_attempt_and_locks_nobody_out(rig_factory):
