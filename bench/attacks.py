@@ -547,8 +547,16 @@ def trial_for(rig: Rig, held: bool, what: str, events=None) -> Trial:
     return Trial(held, rig.opened, kinds(events), f"{what}: {result}; logged {tally(kinds(events))}")
 
 
+_SCRATCH: list[str] = []
+"""The scratch folder of the attack being played: shown as ``<scratch>`` in outcomes (the table stays the same run to run)."""
+
+
 def crashed(error: BaseException) -> str:
-    return f"{type(error).__name__}: {str(error).splitlines()[0][:160] if str(error) else ''}"
+    """The error's type and first line, the scratch folder's path replaced by ``<scratch>``."""
+    text = str(error).splitlines()[0] if str(error) else ""
+    for path in _SCRATCH:
+        text = text.replace(path, "<scratch>")
+    return f"{type(error).__name__}: {text[:160]}"
 
 
 class Precondition(Exception):
@@ -1276,7 +1284,11 @@ def run_attack(attack_id: str, materials: Sequence[Material], work_root: Path) -
     attack = BY_ID[attack_id]
     work = Work(Path(work_root) / attack_id)
     started = time.perf_counter()
-    trials = [t for m in materials for t in attack.run(m, work)]
+    _SCRATCH[:] = [str(work.root)]
+    try:
+        trials = [t for m in materials for t in attack.run(m, work)]
+    finally:
+        _SCRATCH.clear()
     return Row(attack, trials, time.perf_counter() - started)
 
 
