@@ -241,9 +241,8 @@ def test_a_missing_key_with_embeddings_is_refused_and_a_damaged_key_is_named(tmp
     assert Gallery(path, "model-a").templates().names == ["Ann"]
 
 
-def test_a_schema_1_gallery_is_migrated_and_its_rows_signed(tmp_path):
-    path = tmp_path / "state" / "gallery.sqlite3"
-    path.parent.mkdir()
+def schema_1_gallery(path: Path, names: list[str]) -> sqlite3.Connection:
+    """A gallery as face-kiosk schema 1 wrote it (no checks on embeddings), people ids 1, 2, ...; add embeddings, close."""
     db = sqlite3.connect(path, isolation_level=None)
     db.executescript("""
         CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -253,8 +252,16 @@ def test_a_schema_1_gallery_is_migrated_and_its_rows_signed(tmp_path):
         CREATE TABLE events (id INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT NULL, person_id INTEGER, score REAL,
                              detail TEXT NOT NULL DEFAULT '');
         INSERT INTO meta VALUES ('schema_version', '1');
-        INSERT INTO people VALUES (1, 'Ann', 'admin', 0), (2, 'Bob', 'user', 0);
     """)
+    db.executemany("INSERT INTO people VALUES (?, ?, ?, 0)",
+                   [(i, name, "admin" if i == 1 else "user") for i, name in enumerate(names, start=1)])
+    return db
+
+
+def test_a_schema_1_gallery_is_migrated_and_its_rows_signed(tmp_path):
+    path = tmp_path / "state" / "gallery.sqlite3"
+    path.parent.mkdir()
+    db = schema_1_gallery(path, ["Ann", "Bob"])
     db.execute("INSERT INTO embeddings VALUES (1, 1, 'model-a', ?, 0)", (unit(1).tobytes(),))
     db.execute("INSERT INTO embeddings VALUES (2, 2, 'model-a', ?, 0)", (unit(2).tobytes()[:100],))  # already bad in v1
     db.close()
@@ -365,17 +372,7 @@ def test_a_tampered_backup_row_stays_refused_and_a_backup_without_its_key_is_ref
 
 def test_a_schema_1_backup_is_restored_and_signed_when_opened(tmp_path):
     backup = tmp_path / "old-backup.sqlite3"
-    db = sqlite3.connect(backup, isolation_level=None)
-    db.executescript("""
-        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-        CREATE TABLE people (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, role TEXT NOT NULL, created REAL NOT NULL);
-        CREATE TABLE embeddings (id INTEGER PRIMARY KEY, person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
-                                 model_sha256 TEXT NOT NULL, vector BLOB NOT NULL, created REAL NOT NULL);
-        CREATE TABLE events (id INTEGER PRIMARY KEY, time REAL NOT NULL, kind TEXT NOT NULL, person_id INTEGER, score REAL,
-                             detail TEXT NOT NULL DEFAULT '');
-        INSERT INTO meta VALUES ('schema_version', '1');
-        INSERT INTO people VALUES (1, 'Ann', 'admin', 0);
-    """)
+    db = schema_1_gallery(backup, ["Ann"])
     db.execute("INSERT INTO embeddings VALUES (1, 1, 'model-a', ?, 0)", (unit(1).tobytes(),))
     db.close()
     target = tmp_path / "state" / "gallery.sqlite3"

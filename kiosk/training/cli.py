@@ -295,6 +295,14 @@ COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "export": cmd_export, "c
             "calibrate-openset": cmd_calibrate_openset, "cohort": cmd_cohort, "calibrate-gallery": cmd_calibrate_gallery, "evaluate": cmd_evaluate, "all": cmd_all}
 
 
+def _openset_arguments(p: argparse.ArgumentParser) -> None:
+    """--data, --models, --cache: shared by the open-set calibration steps (they share one embedding cache)."""
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
+    p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
+                   help="folder of encoder.tflite and encoder.json (default %(default)s)")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "openset", help="embedding cache folder (default %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiosk-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -350,10 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "their --help). "
                     "Embeddings are cached (CACHE/calibrate.npz).",
     )
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
-    p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
-                   help="folder of encoder.tflite and encoder.json (default %(default)s)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "openset", help="embedding cache folder (default %(default)s)")
+    _openset_arguments(p)
 
     p = sub.add_parser(
         "cohort", help="background faces that give a template with many look-alikes a stricter threshold",
@@ -366,10 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "open_set curve (calibrate-openset, which also runs this step). The model file and its hash are "
                     "not touched. Embeddings are cached (CACHE/calibrate.npz).",
     )
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
-    p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
-                   help="folder of encoder.tflite and encoder.json (default %(default)s)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "openset", help="embedding cache folder (default %(default)s)")
+    _openset_arguments(p)
 
     p = sub.add_parser(
         "calibrate-gallery", help="how many independent comparisons a gallery of N people with T photos each amounts to",
@@ -382,10 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "open_set curve and the cohort (calibrate-openset, which also runs this step). Embeddings are "
                     "cached (CACHE/calibrate.npz).",
     )
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder (default %(default)s)")
-    p.add_argument("--models", type=Path, default=DEFAULT_MODELS,
-                   help="folder of encoder.tflite and encoder.json (default %(default)s)")
-    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE / "openset", help="embedding cache folder (default %(default)s)")
+    _openset_arguments(p)
 
     p = sub.add_parser("evaluate", help="LFW / CelebA / hard-light report with ROC plot, peers side by side")
     p.add_argument("--models", type=Path, default=DEFAULT_MODELS)
