@@ -141,15 +141,20 @@ def test_relay_off_reports_a_gpio_it_cannot_drive(tmp_path, pins, capsys):
     holder.close()
 
 
+def backup_of_ann(tmp_path, state):
+    """A backup of a gallery in ``state`` with one person, Ann, enrolled under the shipped model."""
+    gallery = Gallery(state / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
+    gallery.add_person("Ann", np.ones(128, np.float32) / np.sqrt(128))
+    backup = gallery.backup(tmp_path / "backup.sqlite3")
+    gallery.close()
+    return backup
+
+
 def test_restore_refuses_while_the_service_runs(tmp_path, capsys):
     from tests.test_deploy import start_kiosk
 
     state = tmp_path / "state"
-    sha256 = ModelInfo.load(MODELS / "encoder.json").sha256
-    gallery = Gallery(state / "gallery.sqlite3", sha256)
-    gallery.add_person("Ann", np.ones(128, np.float32) / np.sqrt(128))
-    backup = gallery.backup(tmp_path / "backup.sqlite3")
-    gallery.close()
+    backup = backup_of_ann(tmp_path, state)
     frames = tmp_path / "frames"
     frames.mkdir()
     for i in range(400):
@@ -174,11 +179,7 @@ def test_restore_refuses_while_the_service_runs(tmp_path, capsys):
 
 def test_restore_names_the_people_whose_faces_failed_their_check(tmp_path, capsys):
     state = tmp_path / "state"
-    sha256 = ModelInfo.load(MODELS / "encoder.json").sha256
-    gallery = Gallery(state / "gallery.sqlite3", sha256)
-    gallery.add_person("Ann", np.ones(128, np.float32) / np.sqrt(128))
-    backup = gallery.backup(tmp_path / "backup.sqlite3")
-    gallery.close()
+    backup = backup_of_ann(tmp_path, state)
     import sqlite3
 
     db = sqlite3.connect(backup, isolation_level=None)
