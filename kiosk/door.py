@@ -95,7 +95,7 @@ class Door:
         self._button_was_pressed = False
         self._camera_was_up = True
         self.boundary = AttemptBoundary(self.decision.settings.track_gap_seconds, pipeline.encoder.threshold)
-        self._saved_lockout: float | None = None
+        self._saved_lockout: tuple[float | None, tuple[float, ...]] | None = None
         self.unsaved_events: deque[tuple[float, Event]] = deque(maxlen=UNSAVED_EVENTS_KEPT)
         """Events not yet written to the event log (the disk was full); retried with the next one."""
         self.frames = 0
@@ -249,15 +249,16 @@ class Door:
 
     def _save_lockout(self) -> None:
         """Save the lockout (and the suspicious attempts counting towards one) as wall-clock times, when they change."""
-        decision, now, wall = self.decision, self.clock(), self.gallery.clock()
-        marker = decision.locked_out_until if decision.locked_out_until is not None else -float(len(decision.suspicious))
-        if marker == self._saved_lockout:
+        decision = self.decision
+        saved = (decision.locked_out_until, tuple(decision.suspicious))
+        if saved == self._saved_lockout:
             return
+        now, wall = self.clock(), self.gallery.clock()
         state = {"until": None if decision.locked_out_until is None else wall + decision.locked_out_until - now,
                  "suspicious": [wall - (now - t) for t in decision.suspicious]}
         try:
             self.gallery.save_state(LOCKOUT_STATE, json.dumps(state))
-            self._saved_lockout = marker
+            self._saved_lockout = saved
         except GalleryError as error:
             log.error("lockout not saved (it holds until the service restarts): %s", error)
 
