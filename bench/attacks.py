@@ -44,16 +44,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kiosk.camera import EndOfStream, ReconnectingCamera
+from kiosk.camera import ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
 from kiosk.decision import Led
 from kiosk.door import Door, FrameReport
 from kiosk.encoder import DEFAULT_MODEL_DIR
 from kiosk.enroll import enroll_from_images
-from kiosk.face import DetectorSettings, FaceFinder, FaceKioskError, ImageError, read_image
+from kiosk.errors import EndOfStream, FaceKioskError, ImageError
+from kiosk.face import DetectorSettings, FaceFinder
 from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+from kiosk.images import read_image
 from kiosk.liveness import make_liveness
 from kiosk.liveness_cli import natural_key
 from kiosk.pipeline import FacePipeline
@@ -67,7 +69,7 @@ DEMO = REPO / "kiosk" / "demo_data"
 EMPTY = DEMO / "frames" / "empty_00.jpg"
 FPS = 15
 HELD_OUT = ("0003", "0006", "0009")
-"""NUAA subjects the liveness model never saw (models/liveness-report.md): residents and strangers here."""
+"""NUAA subjects the liveness model never saw (kiosk/models/liveness-report.md): residents and strangers here."""
 RESIDENT = "resident"
 
 

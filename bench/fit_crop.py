@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder, read_image
+from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder
+from kiosk.images import read_image
 from kiosk.training.teacher import ARCFACE_TEMPLATE, Teacher
 
 

@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from kiosk.decision import DecisionSettings, Liveness
 from kiosk.encoder import DEFAULT_MODEL_DIR
-from kiosk.face import FaceFinder, read_image
+from kiosk.face import FaceFinder
+from kiosk.images import read_image
 from kiosk.liveness import LivenessChecker
 
 RECORDED_FPS = 20.0

@@ -411,7 +411,7 @@ def method(info: ModelInfo) -> str:
         text += (
             f"\n\nPer-template thresholds (\"+ cohort\"): F(t) is an average over templates, and a few photos (\"hubs\", "
             f"which the encoder maps near its mean) score high with many strangers. The model ships a cohort of "
-            f"{cohort['shape'][0]:,} background faces of {cohort['identities']} calibration identities (`models/"
+            f"{cohort['shape'][0]:,} background faces of {cohort['identities']} calibration identities (`kiosk/models/"
             f"{cohort['file']}`, float16, `kiosk-train cohort`). For each template v, s(v) is the cosine of its "
             f"{ordinal(cohort['rank'])} closest cohort face; an average template reaches {cohort['reference_cosine']:.4f} there "
             f"(the curve at {cohort['reference_rate']:.1e}). A template that reaches more is taken to have the model's "

@@ -213,7 +213,7 @@ def markdown(results: dict, names: list[str], skipped: dict[str, str], args: arg
                   f"face-kiosk's check through `kiosk.liveness.LivenessChecker` at its shipped thresholds, on NUAA subjects "
                   f"{', '.join(live['subjects'])}, kept out of its training and threshold choice; one presentation is an attempt of "
                   f"{live['attempt_frames']} to {2 * live['attempt_frames'] - 1} consecutive frames (ISO/IEC 30107-3: APCER = print "
-                  "attacks accepted as live, BPCER = live people rejected, ACER = their mean). Details: `models/liveness-report.md`.", ""]
+                  "attacks accepted as live, BPCER = live people rejected, ACER = their mean). Details: `kiosk/models/liveness-report.md`.", ""]
         lines += liveness_lines(live) + ["", f"Not covered: {SCREEN_REPLAYS}"]
     lines += ["", "## Reproduce", "", "```bash", "pip install -e '.[bench]'   # the peers; without them face-kiosk runs alone",
               "python -m bench              # rewrites docs/benchmarks.md and docs/benchmarks/", "```", "",

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from bench.pipelines import LABELS, PIPELINES, embedder, missing, model_files
 from bench.speed import ROOT, measure_all, table
+from kiosk.encoder import DEFAULT_MODEL_DIR
 
 SECTIONS = ("accuracy", "speed", "liveness")
 
@@ -125,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
                         help="the shared data folder with lfw/, lfw_pairsDevTest.txt, celeba/ and nuaa_train/ "
                              "(default: ../shared/data beside the checkout)")
-    parser.add_argument("--models", type=Path, default=ROOT / "models", help="face-kiosk's model folder (default: models/)")
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="face-kiosk's model folder (default: the shipped one)")
     parser.add_argument("--out", type=Path, help="where benchmarks.md and benchmarks/ (plots, results.json) go (default: docs/, "
                                                  "the published copy, whose summary the README quotes; with --quick: runs/bench-quick/)")
     parser.add_argument("--quick", action="store_true",

@@ -32,6 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.pipelines import LABELS, PIPELINES, embedder, missing
+from kiosk.encoder import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 Results = dict[str, dict[int, dict]]
@@ -42,7 +43,7 @@ def read_frame(path: Path) -> np.ndarray:
     """One camera frame at 640x480."""
     import cv2
 
-    from kiosk.face import read_image
+    from kiosk.images import read_image
 
     frame = read_image(path)
     return frame if frame.shape[:2] == (480, 640) else cv2.resize(frame, (640, 480))
@@ -147,12 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=Path, default=Path("../shared/data/nuaa_train/live"), help="folder of camera frames")
     parser.add_argument("--count", type=int, default=100, help="frames per run (consecutive, as a camera delivers them)")
-    parser.add_argument("--models", type=Path, default=ROOT / "models", help="face-kiosk's model folder")
+    parser.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="face-kiosk's model folder")
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
     parser.add_argument("--child", choices=PIPELINES, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from kiosk.face import image_files
+    from kiosk.images import image_files
 
     if args.child:
         print(json.dumps(measure(args.child, image_files(args.frames)[:args.count], args.models, args.threads)))

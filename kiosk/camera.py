@@ -20,15 +20,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from kiosk.face import IMAGE_SUFFIXES, FaceKioskError, ImageError, read_image
-
-
-class CameraError(FaceKioskError):
-    """The camera cannot deliver a frame."""
-
-
-class EndOfStream(CameraError):
-    """A finite source (video file, image folder) has no more frames."""
+from kiosk.errors import CameraError, EndOfStream, ImageError
+from kiosk.images import IMAGE_SUFFIXES, read_image
 
 
 class Camera(Protocol):

@@ -18,9 +18,9 @@ import time
 import tomllib
 from pathlib import Path
 
-from kiosk.config import Config, ConfigError, GpioConfig, StorageConfig, load_config
+from kiosk.config import Config, GpioConfig, StorageConfig, load_config
 from kiosk.encoder import DEFAULT_MODEL_DIR, ModelInfo
-from kiosk.face import FaceKioskError
+from kiosk.errors import ConfigError, FaceKioskError, ServiceRunning
 
 DEFAULT_CONFIG = Path("/etc/kiosk/kiosk.toml")
 MAX_CONSECUTIVE_ERRORS = 10
@@ -46,10 +46,6 @@ def _gallery(config: Config):
 
     info = ModelInfo.load(_model_dir(config) / "encoder.json")
     return Gallery(config.database, info.sha256)
-
-
-class ServiceRunning(FaceKioskError):
-    """``<state_dir>/kiosk.lock`` is held: ``kiosk run`` (or a restore) is using the state folder."""
 
 
 def _lock_service(config: Config) -> int:
@@ -111,7 +107,7 @@ def _record_relay(config: Config) -> None:
 
 def _prune_events(gallery, config: Config) -> None:
     """Delete old events; a full disk must not stop the door, so a failure is only reported."""
-    from kiosk.gallery import GalleryError
+    from kiosk.errors import GalleryError
 
     try:
         gallery.prune_events(config.storage.event_retention_days)
@@ -126,8 +122,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kiosk.camera import EndOfStream, ReconnectingCamera, open_camera
+    from kiosk.camera import ReconnectingCamera, open_camera
     from kiosk.door import Door, stage_summary
+    from kiosk.errors import EndOfStream
     from kiosk.face import DetectorSettings
     from kiosk.gallery import Gallery
     from kiosk.gpio import DoorHardware, Pins, make_pin_factory
@@ -281,7 +278,8 @@ def cmd_relay_off(args: argparse.Namespace) -> int:
     was edited while the door ran), that recorded pin is switched off too,
     unless the config now gives it to the LED or the button.
     """
-    from kiosk.gpio import HardwareError, make_pin_factory, switch_relay_off
+    from kiosk.errors import HardwareError
+    from kiosk.gpio import make_pin_factory, switch_relay_off
 
     factory = make_pin_factory(args.simulate)
     failed = False

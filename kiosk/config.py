@@ -15,11 +15,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kiosk.face import FaceKioskError
-
-
-class ConfigError(FaceKioskError):
-    """The configuration file is unreadable or has a bad key or value."""
+from kiosk.errors import ConfigError
 
 
 @dataclass

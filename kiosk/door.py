@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kiosk.camera import EndOfStream, ReconnectingCamera
-from kiosk.config import Config, ConfigError
+from kiosk.camera import ReconnectingCamera
+from kiosk.config import Config
 from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment
-from kiosk.face import AttemptBoundary, FaceKioskError, FaceTracker
-from kiosk.gallery import Gallery, GalleryError
+from kiosk.errors import ConfigError, EndOfStream, FaceKioskError, GalleryError
+from kiosk.face import AttemptBoundary, FaceTracker
+from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
 from kiosk.match import Match, match

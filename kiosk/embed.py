@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.face import ImageError, image_files, read_image
+from kiosk.errors import ImageError
+from kiosk.images import image_files, read_image
 from kiosk.pipeline import FacePipeline
 
 

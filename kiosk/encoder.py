@@ -1,4 +1,4 @@
-"""The int8 TFLite face encoder and its metadata (``models/encoder.json``).
+"""The int8 TFLite face encoder and its metadata (``kiosk/models/encoder.json``).
 
 The encoder runs on ``ai-edge-litert`` when installed, else on
 ``tflite-runtime``. At load time the ``.tflite`` file is checked against the
@@ -18,15 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from kiosk.face import FaceKioskError
+from kiosk.errors import ModelError
 
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "models"
 MODEL_FILE = "encoder.tflite"
 METADATA_FILE = "encoder.json"
-
-
-class ModelError(FaceKioskError):
-    """The model file or its metadata is missing, damaged or does not fit."""
 
 
 def runtime_interpreters() -> dict[str, type]:

@@ -28,16 +28,14 @@ import numpy as np
 
 from kiosk.config import EnrollmentConfig
 from kiosk.decision import DecisionSettings, DoorDecision, Liveness, Observation
-from kiosk.face import AttemptBoundary, FaceKioskError, ImageError, image_files, read_image
+from kiosk.errors import EnrollmentError, ImageError
+from kiosk.face import AttemptBoundary
 from kiosk.gallery import Gallery, Person, Templates
+from kiosk.images import image_files, read_image
 from kiosk.pipeline import FaceEmbedding, FacePipeline
 
 VARIETY_MAX_COSINE = 0.985
 """A new enrolment frame must differ from every kept one at least this much (pose variety)."""
-
-
-class EnrollmentError(FaceKioskError):
-    """Enrolment could not collect usable faces."""
 
 
 def sharpness(crop: np.ndarray) -> float:

@@ -41,7 +41,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from kiosk.face import FaceKioskError
+from kiosk.errors import GalleryError
 
 SCHEMA_VERSION = 2
 ROLES = ("admin", "user")
@@ -90,10 +90,6 @@ MIGRATION_1_TO_2 = [
 ]
 
 T = TypeVar("T")
-
-
-class GalleryError(FaceKioskError):
-    """The gallery database cannot be used (corrupt, locked, full disk, bad request)."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kiosk.decision import Led
-from kiosk.face import FaceKioskError
+from kiosk.errors import HardwareError
 
 # (on seconds, off seconds, blinks or None for forever); None = solid on.
 LED_PATTERNS: dict[Led, tuple[float, float, int | None] | None] = {
@@ -29,10 +29,6 @@ LED_PATTERNS: dict[Led, tuple[float, float, int | None] | None] = {
     Led.LOCKED_OUT: (0.05, 0.2, None),  # fast strobe: wait
     Led.ERROR: (1.5, 0.3, None),  # mostly on with short gaps: needs attention
 }
-
-
-class HardwareError(FaceKioskError):
-    """A GPIO device could not be set up or driven."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ configuration names:
 - ``"off"``: :class:`NoLivenessCheck`, which answers None ("not configured");
   the decision proceeds and says so in the granted event's log line.
 - ``"texture"``: :class:`LivenessChecker` with the texture cue only: a small
-  int8 CNN (``models/liveness.tflite``) scores each face crop, live vs
+  int8 CNN (``kiosk/models/liveness.tflite``) scores each face crop, live vs
   printed photo; the attempt's texture score is the mean of its frames' logits.
 - ``"both"``: the texture cue fused with the motion cue (:class:`MotionCue`):
   a printed photo moved in front of the camera is a plane, so the motion of
@@ -30,7 +30,7 @@ an attempt after ``decision.liveness_wait_seconds``), except that a face the
 texture CNN finds so clearly printed that no motion could rescue it is SPOOF
 at once.
 
-The model file is checked against the SHA-256 in ``models/liveness.json``
+The model file is checked against the SHA-256 in ``kiosk/models/liveness.json``
 at load time, like the encoder; a missing, damaged or swapped file is
 refused with :class:`~kiosk.encoder.ModelError`.
 """
@@ -46,7 +46,8 @@ import cv2
 import numpy as np
 
 from kiosk.decision import Liveness
-from kiosk.encoder import DEFAULT_MODEL_DIR, ModelError, load_verified_model, run_interpreter
+from kiosk.encoder import DEFAULT_MODEL_DIR, load_verified_model, run_interpreter
+from kiosk.errors import ModelError
 from kiosk.face import Face, crop_face
 
 MODEL_FILE = "liveness.tflite"

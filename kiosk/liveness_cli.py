@@ -27,9 +27,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from kiosk.face import IMAGE_SUFFIXES
 from kiosk.encoder import DEFAULT_MODEL_DIR
-from kiosk.face import FaceFinder, ImageError, read_image
+from kiosk.errors import ImageError
+from kiosk.face import FaceFinder
+from kiosk.images import IMAGE_SUFFIXES, read_image
 from kiosk.liveness import LivenessChecker
 
 COLUMNS = ["attempt", "mode", "frames", "faces", "texture", "motion", "motion_measurements", "fused", "threshold", "decision"]

@@ -36,8 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk.config import ConfigError, RecognitionConfig
-from kiosk.encoder import DEFAULT_MODEL_DIR, METADATA_FILE, ModelError, ModelInfo, sha256_of
+from kiosk.config import RecognitionConfig
+from kiosk.encoder import DEFAULT_MODEL_DIR, METADATA_FILE, ModelInfo, sha256_of
+from kiosk.errors import ConfigError, ModelError
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from kiosk.config import Config, ConfigError, load_config
+from kiosk.config import Config, load_config
+from kiosk.errors import ConfigError
 
 
 def write(tmp_path, text):

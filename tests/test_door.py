@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 
 from kiosk import cli
-from kiosk.camera import CameraError, PlaylistCamera, ReconnectingCamera
+from kiosk.camera import PlaylistCamera, ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
 from kiosk.decision import Led, Liveness
 from kiosk.demo import demo_data, run_demo
 from kiosk.door import Door
 from kiosk.enroll import enroll_from_images
+from kiosk.errors import CameraError
 from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware, Pins, make_pin_factory
 from kiosk.pipeline import FacePipeline

@@ -8,8 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from kiosk.encoder import Encoder, ModelError, runtime_interpreters
-from kiosk.face import read_image
+from kiosk.encoder import Encoder, runtime_interpreters
+from kiosk.errors import ModelError
+from kiosk.images import read_image
 from kiosk.pipeline import FacePipeline
 from tests.conftest import FACES, MODELS
 

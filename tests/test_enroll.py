@@ -8,7 +8,8 @@ from kiosk.camera import PlaylistCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
 from kiosk.door import decision_settings
-from kiosk.enroll import ButtonEnrollment, EnrollmentError, capture_from_camera, enroll_from_images
+from kiosk.enroll import ButtonEnrollment, capture_from_camera, enroll_from_images
+from kiosk.errors import EnrollmentError
 from kiosk.gallery import Gallery
 from kiosk.liveness import NoLivenessCheck, make_liveness
 from kiosk.pipeline import FacePipeline

@@ -8,7 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder, ImageError, crop_face, read_image
+from kiosk.errors import ImageError
+from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder, crop_face
+from kiosk.images import read_image
 from tests.conftest import FACES
 
 PHOTO = FACES / "Colin_Powell" / "Colin_Powell_0001.jpg"

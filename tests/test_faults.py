@@ -16,7 +16,8 @@ import pytest
 from kiosk import cli
 from kiosk.demo import demo_data
 from kiosk.encoder import ModelInfo
-from kiosk.gallery import Gallery, GalleryError
+from kiosk.errors import GalleryError
+from kiosk.gallery import Gallery
 from tests.conftest import FACES, MODELS
 
 ENROL = sorted((demo_data() / "enrol").glob("*.jpg"))
@@ -89,7 +90,8 @@ def test_black_frozen_and_garbage_frames_never_open_the_door(tmp_path):
 def test_gpio_error_when_opening_leaves_the_relay_off(tmp_path):
     from gpiozero.pins.mock import MockFactory
 
-    from kiosk.gpio import DoorHardware, HardwareError, Pins
+    from kiosk.errors import HardwareError
+    from kiosk.gpio import DoorHardware, Pins
 
     factory = MockFactory()
     with pytest.raises(HardwareError, match="cannot set up GPIO"):

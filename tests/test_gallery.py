@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from kiosk.clock import FakeClock
-from kiosk.gallery import Gallery, GalleryError, template_mac
+from kiosk.errors import GalleryError
+from kiosk.gallery import Gallery, template_mac
 from kiosk.match import match
 
 

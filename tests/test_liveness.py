@@ -20,11 +20,13 @@ from kiosk.camera import PlaylistCamera, ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
 from kiosk.door import Door
-from kiosk.encoder import ModelError, run_interpreter, runtime_interpreters, sha256_of
+from kiosk.encoder import run_interpreter, runtime_interpreters, sha256_of
 from kiosk.enroll import enroll_from_images
-from kiosk.face import Face, FaceFinder, crop_face, read_image
+from kiosk.errors import ModelError
+from kiosk.face import Face, FaceFinder, crop_face
 from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+from kiosk.images import read_image
 from kiosk.liveness import (
     METADATA_FILE,
     MODEL_FILE,

@@ -11,11 +11,20 @@ import numpy as np
 import pytest
 
 from bench import openset as bench_openset
-from kiosk.config import ConfigError, RecognitionConfig
-from kiosk.encoder import ModelError, ModelInfo, sha256_of
+from kiosk.config import RecognitionConfig
+from kiosk.encoder import ModelInfo, sha256_of
+from kiosk.errors import ConfigError, ModelError
 from kiosk.openset import Cohort, GalleryMapping, comparison_far, comparison_threshold, door_threshold, expected_far
-from kiosk.training.calibrate import (FaceSet, build_cohort, door_critical_cosines, fit_gallery_mapping, impostor_curve,
-                                     tail_check, wild_celeba_halves, write_cohort_section)
+from kiosk.training.calibrate import (
+    FaceSet,
+    build_cohort,
+    door_critical_cosines,
+    fit_gallery_mapping,
+    impostor_curve,
+    tail_check,
+    wild_celeba_halves,
+    write_cohort_section,
+)
 from tests.conftest import FACES, MODELS
 
 # log10 F falls linearly from -1 at cosine 0.2 to -8.5 at 0.95: a curve whose inverse is known exactly.

@@ -65,8 +65,8 @@ def test_exported_model_recognises_the_fixture_people(tiny_run):
     encoder = Encoder(tiny_run / "models")
     metadata = json.loads((tiny_run / "models" / "encoder.json").read_text())
     assert metadata["threshold"]["identities"] == 3 and metadata["threshold"]["images"] == 12
+    from kiosk.images import read_image
     from kiosk.pipeline import FacePipeline
-    from kiosk.face import read_image
 
     pipeline = FacePipeline(tiny_run / "models")
     people = identity_folders(FACES)

@@ -26,7 +26,9 @@ from tqdm import tqdm
 
 from kiosk.config import DetectorConfig
 from kiosk.encoder import METADATA_FILE, ModelInfo
-from kiosk.face import DetectorSettings, ImageError, image_files, read_image
+from kiosk.errors import ImageError
+from kiosk.face import DetectorSettings
+from kiosk.images import image_files, read_image
 from kiosk.metrics import accept_rate, equal_error_rate, threshold_for_far
 from kiosk.openset import Cohort, comparison_threshold
 from kiosk.pipeline import FacePipeline

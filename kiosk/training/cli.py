@@ -22,7 +22,7 @@ import numpy as np
 DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path("cache")
 DEFAULT_RUN = Path("runs/encoder")
-DEFAULT_MODELS = Path("models")
+DEFAULT_MODELS = Path("kiosk/models")
 UNCALIBRATED_THRESHOLD = 0.999999
 """The threshold an export writes before ``calibrate`` runs: no face scores above it."""
 
@@ -166,7 +166,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from kiosk.encoder import METADATA_FILE
-    from kiosk.face import read_image
+    from kiosk.images import read_image
     from kiosk.pipeline import FacePipeline
     from kiosk.training.calibrate import calibrate_threshold
     from kiosk.training.prepare import Cache
@@ -249,7 +249,7 @@ def cmd_calibrate_gallery(args: argparse.Namespace) -> None:
 
 
 def cmd_cohort(args: argparse.Namespace) -> None:
-    """Write models/cohort.npy and the cohort section of encoder.json (per-template thresholds)."""
+    """Write kiosk/models/cohort.npy and the cohort section of encoder.json (per-template thresholds)."""
     from kiosk.training.calibrate import calibrate_cohort, write_cohort_section
 
     section = calibrate_cohort(args.models, args.data, args.cache)
@@ -362,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "cohort", help="background faces that give a template with many look-alikes a stricter threshold",
-        description="Write models/cohort.npy: the usable faces of the open-set calibration identities (those held "
+        description="Write kiosk/models/cohort.npy: the usable faces of the open-set calibration identities (those held "
                     "aside from training plus the calibration half of wild CelebA, never the evaluation identities), "
                     "embedded through the door's front end, float16, and the cohort section of encoder.json (its "
                     "SHA-256, shape, and the rule's reference point and allowance). At every gallery load the door "
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kiosk-train: {error}", file=sys.stderr)
         return 2
     except Exception as error:
-        from kiosk.encoder import ModelError
+        from kiosk.errors import ModelError
 
         if not isinstance(error, ModelError):
             raise

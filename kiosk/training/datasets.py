@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiosk.face import image_files
+from kiosk.images import image_files
+
 
 def identity_folders(root: Path) -> dict[str, list[Path]]:
     """Map each identity folder under ``root`` to its sorted images."""

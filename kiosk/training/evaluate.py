@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.face import read_image
+from kiosk.images import read_image
 from kiosk.metrics import accept_rate, equal_error_rate, roc_curve, tar_at_far, ten_fold_accuracy
 from kiosk.training.calibrate import pair_scores
 from kiosk.training.datasets import identity_folders, read_pairs

@@ -47,7 +47,8 @@ from statistics import NormalDist
 import cv2
 import numpy as np
 
-from kiosk.face import CROP_GEOMETRY, CropGeometry, Face, FaceFinder, crop_face, read_image
+from kiosk.face import CROP_GEOMETRY, CropGeometry, Face, FaceFinder, crop_face
+from kiosk.images import read_image
 from kiosk.liveness import METADATA_FILE, MODEL_FILE, AttemptScores, Fusion, LivenessChecker, MotionCue, MotionSettings
 
 INPUT_SIZE = 64
@@ -406,8 +407,8 @@ def validate(prepared: Prepared, settings: TrainSettings) -> AttemptTable:
 
 def export(model, prepared: Prepared, out: Path, seed: int) -> tuple[Path, list[dict]]:
     """Full-int8 TFLite of the texture CNN, checked in every installed runtime against the float model."""
-    from kiosk.training.export import export_int8
     from kiosk.encoder import runtime_interpreters
+    from kiosk.training.export import export_int8
     from kiosk.training.runtime_check import embed_in_runtime
 
     rng = np.random.default_rng(seed)
@@ -834,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/nuaa_train"),
                         help="the NUAA training tree with live/ and spoof/ (default %(default)s)")
-    parser.add_argument("--out", type=Path, default=Path("models"), help="where to write liveness.tflite, .json and the report")
+    parser.add_argument("--out", type=Path, default=Path("kiosk/models"), help="where to write liveness.tflite, .json and the report")
     parser.add_argument("--cache", type=Path, default=Path("cache/liveness"), help="prepared frames (reused when present)")
     parser.add_argument("--epochs", type=int, default=TrainSettings.epochs)
     parser.add_argument("--seed", type=int, default=TrainSettings.seed)

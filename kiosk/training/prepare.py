@@ -20,7 +20,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.face import CROP_GEOMETRY, ENCODER_SIZE, CropGeometry, FaceFinder, ImageError, crop_face, read_image
+from kiosk.errors import ImageError
+from kiosk.face import CROP_GEOMETRY, ENCODER_SIZE, CropGeometry, FaceFinder, crop_face
+from kiosk.images import read_image
 
 CONTEXT = 1.25
 """Context crop side relative to the encoder crop."""

@@ -83,7 +83,8 @@ def pipelines(models: Path, peers: bool) -> dict[str, Callable]:
 
 def detection_rates(data: Path) -> dict[str, tuple[float, float]]:
     """Share of LFW View 1 test images with a face found, plain Haar vs the full front end."""
-    from kiosk.face import DetectorSettings, FaceFinder, read_image
+    from kiosk.face import DetectorSettings, FaceFinder
+    from kiosk.images import read_image
     from kiosk.training.datasets import read_pairs
 
     pairs = read_pairs(Path(data) / "lfw_pairsDevTest.txt", Path(data) / "lfw")

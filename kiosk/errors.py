@@ -1,0 +1,48 @@
+"""The errors face-kiosk reports to its user: one hierarchy, one base class.
+
+Every error a user can act on is a :class:`FaceKioskError` whose message names
+the problem and what to do; the CLI prints it and exits 2. Anything else is a
+bug (the door is locked either way).
+"""
+
+from __future__ import annotations
+
+
+class FaceKioskError(Exception):
+    """Base class of the errors face-kiosk reports to its user."""
+
+
+class ConfigError(FaceKioskError):
+    """The configuration file is unreadable or has a bad key or value."""
+
+
+class ImageError(FaceKioskError):
+    """An image file could not be read or decoded."""
+
+
+class CameraError(FaceKioskError):
+    """The camera cannot deliver a frame."""
+
+
+class EndOfStream(CameraError):
+    """A finite source (video file, image folder) has no more frames."""
+
+
+class ModelError(FaceKioskError):
+    """The model file or its metadata is missing, damaged or does not fit."""
+
+
+class HardwareError(FaceKioskError):
+    """A GPIO device could not be set up or driven."""
+
+
+class GalleryError(FaceKioskError):
+    """The gallery database cannot be used (corrupt, locked, full disk, bad request)."""
+
+
+class EnrollmentError(FaceKioskError):
+    """Enrolment could not collect usable faces."""
+
+
+class ServiceRunning(FaceKioskError):
+    """``<state_dir>/kiosk.lock`` is held: ``kiosk run`` (or a restore) is using the state folder."""
