@@ -364,12 +364,16 @@ class Gallery:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def _guard(self, action: Callable[[sqlite3.Connection], T]) -> T:
+    def _guard(self, action: Callable[[sqlite3.Connection], T], name: str | None = None) -> T:
+        """Run ``action`` in one write transaction; ``name`` is the person name it writes, for the duplicate-name message."""
         try:
             with self._write() as db:
                 return action(db)
         except sqlite3.IntegrityError as error:
-            raise GalleryError(str(error)) from error
+            if name is not None and "people.name" in str(error):
+                raise GalleryError(f"{name!r} is already enrolled: pick another name or remove the old one "
+                                   f"(kiosk people remove {shlex.quote(name)}); nothing was changed") from error
+            raise GalleryError(f"gallery {self.path} refused the change ({error}); nothing was changed") from error
         except sqlite3.Error as error:
             raise self._write_error(error) from error
 
@@ -397,8 +401,6 @@ class Gallery:
         key = self._signing_key()
 
         def action(db: sqlite3.Connection) -> int:
-            if db.execute("SELECT 1 FROM people WHERE name = ?", (name,)).fetchone():
-                raise GalleryError(f"{name!r} is already enrolled; pick another name or remove them first")
             chosen = role or ("admin" if db.execute("SELECT COUNT(*) FROM people").fetchone()[0] == 0 else "user")
             if chosen not in ROLES:
                 raise GalleryError(f"role must be one of {', '.join(ROLES)}, not {chosen!r}")
@@ -413,7 +415,7 @@ class Gallery:
                        (now, person_id, f"{len(vectors)} embeddings, role {chosen}"))
             return person_id
 
-        self._guard(action)
+        self._guard(action, name)
         return self.person(name)
 
     def next_auto_name(self) -> str:
@@ -440,7 +442,7 @@ class Gallery:
     def rename(self, old: str, new: str) -> None:
         new = validate_name(new)
         person = self.person(old)
-        self._guard(lambda db: db.execute("UPDATE people SET name = ? WHERE id = ?", (new, person.id)))
+        self._guard(lambda db: db.execute("UPDATE people SET name = ? WHERE id = ?", (new, person.id)), new)
 
     def set_role(self, name: str, role: str) -> None:
         if role not in ROLES:
@@ -549,9 +551,14 @@ class Gallery:
         """Copy the whole gallery to ``target`` (SQLite's online backup: consistent while in use).
 
         The copy carries the signing key in its ``meta`` table, so ``restore``
-        can check every embedding in it on any device.
+        can check every embedding in it on any device. An existing ``target``
+        is refused, never overwritten: it may be the only copy of an older gallery.
         """
         target = Path(target)
+        if os.path.lexists(target):
+            raise GalleryError(f"{target} already exists: delete it first or pick another name; nothing was written")
+        if not target.parent.is_dir():
+            raise GalleryError(f"cannot back up to {target}: the folder {target.parent} does not exist; nothing was written")
         partial = target.with_name(target.name + ".part")
         key = self._key or read_key(self.key_path)
         try:
@@ -584,8 +591,10 @@ class Gallery:
         schema-1 backup (no keys yet) is signed when it is next opened.
         """
         source, target = Path(source), Path(target)
-        if not source.is_file():
-            raise GalleryError(f"backup {source} does not exist")
+        if source.is_dir():
+            raise GalleryError(f"{source} is a folder, not a backup file: name the file 'kiosk backup' wrote")
+        if not source.exists():
+            raise GalleryError(f"{source} does not exist: check the backup's path")
         try:
             db = sqlite3.connect(source.resolve().as_uri() + "?mode=ro", uri=True)
             try:

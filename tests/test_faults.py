@@ -18,7 +18,7 @@ from kiosk.demo import demo_data
 from kiosk.encoder import ModelInfo
 from kiosk.errors import GalleryError
 from kiosk.gallery import Gallery
-from tests.conftest import FACES, MODELS
+from tests.conftest import FACES, MODELS, fill_the_disk, free_the_disk
 
 ENROL = sorted((demo_data() / "enrol").glob("*.jpg"))
 
@@ -149,26 +149,6 @@ def test_enroll_from_a_folder_of_bad_files_uses_the_good_ones_and_names_the_rest
     (person,) = gallery.people()
     assert person.name == "odd ñame-ü"
     assert person.embeddings == 4  # the good JPEG and the CMYK, grayscale and 16-bit copies
-
-
-def fill_the_disk(gallery: Gallery) -> int:
-    """Fill the database's last free byte, as on a full disk: SQLite then reports SQLITE_FULL.
-
-    The page count is capped where it is, and filler events are written until
-    one no longer fits. Returns how many filler events went in.
-    """
-    pages = gallery._db.execute("PRAGMA page_count").fetchone()[0]
-    gallery._db.execute(f"PRAGMA max_page_count = {pages}")
-    for written in range(100_000):
-        try:
-            gallery.log_event("error", detail="filler " * 20)
-        except GalleryError:
-            return written
-    raise AssertionError("the database never filled up")
-
-
-def free_the_disk(gallery: Gallery) -> None:
-    gallery._db.execute("PRAGMA max_page_count = 1073741823")
 
 
 def test_full_disk_refuses_an_enrolment_with_a_clear_error_and_keeps_the_gallery(tmp_path):

@@ -13,6 +13,7 @@ from kiosk.clock import FakeClock
 from kiosk.errors import GalleryError
 from kiosk.gallery import Gallery, template_mac
 from kiosk.match import match
+from tests.conftest import fill_the_disk
 
 
 def unit(seed: int, size: int = 128) -> np.ndarray:
@@ -38,8 +39,10 @@ def test_first_person_is_admin_then_users(gallery):
 
 def test_duplicate_and_bad_names_are_refused(gallery):
     gallery.add_person("Ann", unit(1))
-    with pytest.raises(GalleryError, match="already enrolled"):
+    with pytest.raises(GalleryError) as error:
         gallery.add_person("Ann", unit(2))
+    assert str(error.value).startswith("'Ann' is already enrolled: pick another name or remove the old one")
+    assert "UNIQUE" not in str(error.value)
     for bad in ["", "   ", "x" * 65, "tab\tname"]:
         with pytest.raises(GalleryError, match="invalid name"):
             gallery.add_person(bad, unit(2))
@@ -67,6 +70,18 @@ def test_rename_set_role_remove_and_auto_names(gallery):
     assert [e.person for e in gallery.events() if e.kind == "granted"] == [None]
     with pytest.raises(GalleryError, match="no enrolled person"):
         gallery.remove("Bob")
+
+
+def test_renaming_to_a_taken_name_names_the_person_and_changes_nothing(gallery):
+    gallery.add_person("Ann", unit(1))
+    gallery.add_person("Bob", unit(2))
+    with pytest.raises(GalleryError) as error:
+        gallery.rename("Bob", "Ann")
+    assert str(error.value).startswith("'Ann' is already enrolled: pick another name or remove the old one")
+    assert "kiosk people remove Ann" in str(error.value) and "UNIQUE" not in str(error.value)
+    assert [(p.name, p.embeddings) for p in gallery.people()] == [("Ann", 1), ("Bob", 1)]
+    gallery.rename("Bob", "Bob")  # renaming to one's own name is no conflict
+    assert [p.name for p in gallery.people()] == ["Ann", "Bob"]
 
 
 def test_templates_of_another_model_are_not_used(tmp_path):
@@ -154,6 +169,35 @@ def test_backup_and_restore_round_trip_and_refuse_another_model(tmp_path):
     junk.write_bytes(b"junk" * 100)
     with pytest.raises(GalleryError, match="not a face-kiosk gallery"):
         Gallery.restore(junk, tmp_path / "other.sqlite3", "model-a")
+
+
+def test_a_backup_never_overwrites_an_existing_file(tmp_path):
+    live = Gallery(tmp_path / "live.sqlite3", "model-a")
+    live.add_person("Ann", unit(1))
+    older = tmp_path / "backup.sqlite3"
+    older.write_bytes(b"the only copy of last year's gallery")
+    with pytest.raises(GalleryError) as error:
+        live.backup(older)
+    assert str(error.value) == f"{older} already exists: delete it first or pick another name; nothing was written"
+    assert older.read_bytes() == b"the only copy of last year's gallery"
+    with pytest.raises(GalleryError, match="the folder .*missing does not exist; nothing was written"):
+        live.backup(tmp_path / "missing" / "backup.sqlite3")
+    assert sorted(path.name for path in tmp_path.iterdir() if "backup" in path.name) == ["backup.sqlite3"]  # no .part
+    live.close()
+
+
+def test_restoring_a_missing_file_or_a_folder_says_so_and_keeps_the_gallery(tmp_path):
+    live = Gallery(tmp_path / "state" / "gallery.sqlite3", "model-a")
+    live.add_person("Ann", unit(1))
+    live.close()
+    before = live.path.read_bytes()
+    missing = tmp_path / "no-such-backup.sqlite3"
+    with pytest.raises(GalleryError) as error:
+        Gallery.restore(missing, live.path, "model-a")
+    assert str(error.value).startswith(f"{missing} does not exist") and "not a" not in str(error.value)
+    with pytest.raises(GalleryError, match="is a folder, not a backup file"):
+        Gallery.restore(tmp_path, live.path, "model-a")
+    assert live.path.read_bytes() == before
 
 
 def test_gallery_file_is_private(gallery):
@@ -280,7 +324,9 @@ def test_a_schema_1_gallery_is_migrated_and_its_rows_signed(tmp_path):
 
 def test_a_missing_or_empty_gallery_where_one_existed_is_an_error(tmp_path):
     path = tmp_path / "state" / "gallery.sqlite3"
-    Gallery(path, "model-a").add_person("Ann", unit(1))
+    gallery = Gallery(path, "model-a")
+    gallery.add_person("Ann", unit(1))
+    gallery.close()  # checkpoints the write-ahead log into the file before the test empties it
     assert path.with_suffix(".created").exists()
     path.write_bytes(b"")
     for suffix in ("-wal", "-shm"):
@@ -310,8 +356,6 @@ def test_another_database_at_the_gallery_path_is_refused(tmp_path):
 
 
 def test_state_survives_reopening_and_a_failed_write_is_a_gallery_error(tmp_path):
-    from tests.test_faults import fill_the_disk
-
     path = tmp_path / "gallery.sqlite3"
     gallery = Gallery(path, "model-a")
     assert gallery.load_state("lockout_until") is None
