@@ -70,6 +70,8 @@ uninstall() {
     fi
     if [ "$PURGE" -eq 1 ]; then
         step rm -rf "$STATE" "$CONFIG_DIR"
+    elif [ "$DRY_RUN" -eq 1 ]; then
+        echo "would keep the gallery in $STATE and the config in $CONFIG_DIR (add --purge to delete them)"
     else
         echo "kept the gallery in $STATE and the config in $CONFIG_DIR (add --purge to delete them)"
     fi
@@ -102,11 +104,17 @@ install() {
     step systemctl daemon-reload
     step systemctl enable kiosk.service
     step systemctl restart kiosk.service
-    echo "face-kiosk is installed. Check it with: systemctl status kiosk; sudo -u kiosk $PREFIX/.venv/bin/kiosk selftest"
+    if [ "$DRY_RUN" -eq 0 ]; then
+        echo "face-kiosk is installed. Check it with: systemctl status kiosk; sudo -u kiosk $PREFIX/.venv/bin/kiosk selftest"
+    fi
 }
 
 if [ "$UNINSTALL" -eq 1 ]; then
     uninstall "$@"
 else
     install "$@"
+fi
+if [ "$DRY_RUN" -eq 1 ]; then
+    # Nothing was installed or removed: say so rather than end on a claim that it was.
+    echo "dry run: nothing was changed; run it again without --dry-run to carry out the steps above (+)"
 fi

@@ -59,8 +59,8 @@ def test_installer_passes_shellcheck():
 @pytest.mark.parametrize("args, expected, absent", [
     ([], ["apt-get install", "python3-picamera2", "python3-lgpio", "venv --system-site-packages",
           "usermod -a -G gpio,video kiosk", "systemctl enable kiosk.service"], ["rm -rf /var/lib/kiosk"]),
-    (["--uninstall"], ["rm -f /etc/systemd/system/kiosk.service", "rm -rf /opt/face-kiosk", "kept the gallery"],
-     ["rm -rf /var/lib/kiosk"]),
+    (["--uninstall"], ["rm -f /etc/systemd/system/kiosk.service", "rm -rf /opt/face-kiosk", "would keep the gallery"],
+     ["rm -rf /var/lib/kiosk", "kept the gallery"]),
     (["--uninstall", "--purge"], ["rm -rf /var/lib/kiosk /etc/kiosk"], []),
 ])
 def test_installer_dry_run_prints_every_step_and_changes_nothing(args, expected, absent):
@@ -70,6 +70,8 @@ def test_installer_dry_run_prints_every_step_and_changes_nothing(args, expected,
         assert text in done.stdout
     for text in absent:
         assert text not in done.stdout
+    assert "is installed" not in done.stdout
+    assert done.stdout.splitlines()[-1].startswith("dry run: nothing was changed"), done.stdout
     assert not Path("/opt/face-kiosk").exists() and not Path("/etc/systemd/system/kiosk.service").exists()
 
 
