@@ -36,6 +36,13 @@ def face_tree(tmp_path: Path) -> Path:
     return root
 
 
+def shipped_model_gallery(state_dir: Path) -> Gallery:
+    """The gallery in ``state_dir`` as the kiosk commands open it: embeddings tied to the shipped model."""
+    from kiosk.encoder import ModelInfo
+
+    return Gallery(state_dir / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
+
+
 # A full disk ------------------------------------------------------------------------------------
 
 

@@ -1,12 +1,16 @@
-"""The command line's safety commands: relay-off after any crash, restore only while the service is stopped."""
+"""The command line in-process: relay-off after any crash, backup/restore, people, events, enrolment at the camera,
+and the status line 'kiosk run' gives systemd."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +18,10 @@ from gpiozero.pins.mock import MockFactory
 
 from kiosk import cli, gpio
 from kiosk.demo import demo_data
-from kiosk.encoder import ModelInfo
-from kiosk.gallery import Gallery
-from tests.conftest import MODELS
+from tests.conftest import FIXTURES, shipped_model_gallery, start_kiosk
 
 EMPTY_PORCH = demo_data() / "frames" / "empty_00.jpg"
+ANN, BOB = np.eye(128, dtype=np.float32)[:2]  # two unit-length embeddings, far apart
 
 
 @pytest.fixture
@@ -143,16 +146,14 @@ def test_relay_off_reports_a_gpio_it_cannot_drive(tmp_path, pins, capsys):
 
 def backup_of_ann(tmp_path, state):
     """A backup of a gallery in ``state`` with one person, Ann, enrolled under the shipped model."""
-    gallery = Gallery(state / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
-    gallery.add_person("Ann", np.ones(128, np.float32) / np.sqrt(128))
+    gallery = shipped_model_gallery(state)
+    gallery.add_person("Ann", ANN)
     backup = gallery.backup(tmp_path / "backup.sqlite3")
     gallery.close()
     return backup
 
 
 def test_restore_refuses_while_the_service_runs(tmp_path, capsys):
-    from tests.test_deploy import start_kiosk
-
     state = tmp_path / "state"
     backup = backup_of_ann(tmp_path, state)
     frames = tmp_path / "frames"
@@ -204,3 +205,182 @@ def test_commands_that_need_the_camera_or_pins_refuse_while_the_door_runs(tmp_pa
     finally:
         os.close(held)
     assert "stop it first (sudo systemctl stop kiosk)" in capsys.readouterr().err
+
+
+# The status line systemd shows -------------------------------------------------------------------
+
+
+def test_the_status_line_names_the_last_decision(tmp_path, capsys):
+    """'systemctl status kiosk' shows who was let in last: the status carries the door's real last decision."""
+    state = tmp_path / "state"
+    enrol = sorted((demo_data() / "enrol").glob("*.jpg"))
+    assert cli.main(["enroll", "Colin Powell", "--state-dir", str(state), "--images", *map(str, enrol)]) == 0
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    walk_up = sorted((demo_data() / "frames").glob("a1_*.jpg"))  # Colin Powell walks up: granted by the third frame
+    for i, path in enumerate(walk_up + [EMPTY_PORCH] * 300):  # then 20 s of an empty porch at 15 fps
+        (frames / f"{i:04d}.jpg").write_bytes(path.read_bytes())
+    process, notify = start_kiosk(tmp_path, frames, extra_config='[liveness]\nmode = "off"\n')  # the frames are photos
+    try:
+        notify.collect(60, until=lambda n: bool(n.statuses()))
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert " granted Colin Powell " in output, output
+    statuses = notify.statuses()
+    assert statuses and "last decision: granted Colin Powell," in statuses[0], statuses
+
+
+# Backup and restore ------------------------------------------------------------------------------
+
+
+def test_backup_and_restore_bring_back_people_and_events(tmp_path, capsys):
+    state = tmp_path / "state"
+    gallery = shipped_model_gallery(state)
+    gallery.add_person("Ann", ANN)
+    gallery.add_person("Bob", np.stack([BOB, -BOB]))
+    gallery.log_event("granted", "Ann", 0.91)
+    gallery.close()
+    backup = tmp_path / "backup.sqlite3"
+    assert cli.main(["backup", str(backup), "--state-dir", str(state)]) == 0
+    assert f"backed up 2 people to {backup}" in capsys.readouterr().out
+    assert cli.main(["people", "--state-dir", str(state), "remove", "Bob"]) == 0
+    gallery = shipped_model_gallery(state)
+    gallery.log_event("denied", None, 0.2, detail="after the backup")
+    gallery.close()
+    assert cli.main(["restore", str(backup), "--state-dir", str(state)]) == 0
+    assert f"restored 2 people into {state / 'gallery.sqlite3'}" in capsys.readouterr().out
+    gallery = shipped_model_gallery(state)
+    assert [(p.name, p.role, p.embeddings) for p in gallery.people()] == [("Ann", "admin", 1), ("Bob", "user", 2)]
+    assert [(e.kind, e.person) for e in gallery.events()] == [("enrolled", "Ann"), ("enrolled", "Bob"), ("granted", "Ann")]
+    assert gallery.templates().names == ["Ann", "Bob", "Bob"] and gallery.damaged_templates() == []
+    gallery.close()
+
+
+def test_backup_refuses_to_overwrite_a_file(tmp_path, capsys):
+    state = tmp_path / "state"
+    backup = backup_of_ann(tmp_path, state)
+    before = backup.read_bytes()
+    assert cli.main(["backup", str(backup), "--state-dir", str(state)]) == 2
+    assert f"kiosk backup: error: {backup} already exists: delete it first or pick another name" in capsys.readouterr().err
+    assert backup.read_bytes() == before
+
+
+def test_restore_of_a_missing_file_says_it_does_not_exist(tmp_path, capsys):
+    state = tmp_path / "state"
+    backup_of_ann(tmp_path, state)
+    missing = tmp_path / "no-such-backup.sqlite3"
+    assert cli.main(["restore", str(missing), "--state-dir", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert f"kiosk restore: error: {missing} does not exist" in err and "not a" not in err
+    gallery = shipped_model_gallery(state)
+    assert [p.name for p in gallery.people()] == ["Ann"]
+    gallery.close()
+
+
+# People and events -------------------------------------------------------------------------------
+
+
+def people_lines(state: Path, capsys) -> list[str]:
+    """``kiosk people list``'s lines, one per person, each split into words."""
+    assert cli.main(["people", "--state-dir", str(state), "list"]) == 0
+    return [line.split()[:3] for line in capsys.readouterr().out.splitlines() if "embeddings" in line]
+
+
+def test_people_list_set_role_rename_and_remove(tmp_path, capsys):
+    state = tmp_path / "state"
+    assert cli.main(["people", "--state-dir", str(state), "list"]) == 0
+    out = capsys.readouterr().out
+    assert "nobody is enrolled yet: enrol the first admin with kiosk enroll NAME --camera --role admin" in out
+    gallery = shipped_model_gallery(state)
+    gallery.add_person("Ann", ANN)
+    gallery.add_person("Bob", np.stack([BOB, -BOB]))
+    bob_id = gallery.person("Bob").id
+    gallery.close()
+    snapshot = state / "snapshots" / f"20261128-080000_p{bob_id}.jpg"
+    snapshot.parent.mkdir()
+    snapshot.write_bytes(EMPTY_PORCH.read_bytes())
+
+    def people(*args: str) -> int:
+        return cli.main(["people", "--state-dir", str(state), *args])
+
+    assert people_lines(state, capsys) == [["Ann", "admin", "1"], ["Bob", "user", "2"]]
+    assert people("set-role", "Bob", "admin") == 0 and "'Bob' is now admin" in capsys.readouterr().out
+    assert people_lines(state, capsys) == [["Ann", "admin", "1"], ["Bob", "admin", "2"]]
+    assert people("rename", "Bob", "Robert") == 0 and "renamed 'Bob' to 'Robert'" in capsys.readouterr().out
+    assert people("rename", "Robert", "Ann") == 2
+    assert "'Ann' is already enrolled: pick another name or remove the old one" in capsys.readouterr().err
+    assert people("remove", "Robert") == 0
+    assert "removed 'Robert': every embedding, their name on past events, and 1 snapshots" in capsys.readouterr().out
+    assert not snapshot.exists()
+    assert people_lines(state, capsys) == [["Ann", "admin", "1"]]
+    assert people("remove", "Robert") == 2 and "no enrolled person is called 'Robert'" in capsys.readouterr().err
+
+
+def event_kinds(state: Path, capsys, *args: str) -> list[str]:
+    """The kinds of the events ``kiosk events ARGS`` lists, in its order (each line: date time kind ...)."""
+    assert cli.main(["events", "--state-dir", str(state), *args]) == 0
+    return [line.split()[2] for line in capsys.readouterr().out.splitlines()]
+
+
+def test_events_lists_the_log_oldest_first_and_since_and_limit_narrow_it(tmp_path, capsys):
+    state = tmp_path / "state"
+    now = time.time()
+    gallery = shipped_model_gallery(state)
+    gallery.add_person("Ann", ANN)  # an 'enrolled' event, now
+    gallery.log_event("granted", "Ann", 0.912, when=now - 3 * 86400)
+    gallery.log_event("denied", None, 0.2, detail="stranger at the door", when=now - 2 * 3600)
+    gallery.log_event("spoof", None, None, detail="a photo", when=now - 600)
+    gallery.close()
+    assert cli.main(["events", "--state-dir", str(state)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2:5] for line in lines[:2]] == [["granted", "Ann", "0.912"], ["denied", "-", "0.200"]]
+    assert lines[0].startswith(datetime.datetime.fromtimestamp(now - 3 * 86400).strftime("%Y-%m-%d %H:%M"))
+    assert lines[1].endswith("stranger at the door") and lines[2].endswith("a photo")
+    assert [line.split()[2] for line in lines] == ["granted", "denied", "spoof", "enrolled"]
+    assert event_kinds(state, capsys, "--since", "1d") == ["denied", "spoof", "enrolled"]
+    assert event_kinds(state, capsys, "--since", "30m") == ["spoof", "enrolled"]
+    since = datetime.datetime.fromtimestamp(now - 4 * 3600).isoformat(timespec="minutes")
+    assert event_kinds(state, capsys, "--since", since) == ["denied", "spoof", "enrolled"]
+    assert event_kinds(state, capsys, "--limit", "1") == ["enrolled"]
+    assert event_kinds(state, capsys, "--since", "7d", "--limit", "3") == ["denied", "spoof", "enrolled"]
+    with pytest.raises(SystemExit):
+        cli.main(["events", "--state-dir", str(state), "--since", "yesterday"])
+    assert "--since takes e.g. 30m, 12h, 7d or 2026-11-28T08:00, not 'yesterday'" in capsys.readouterr().err
+
+
+# Enrolment at the camera -------------------------------------------------------------------------
+
+
+def camera_config(tmp_path: Path, frames: list[Path]) -> Path:
+    """A config whose camera is a folder holding ``frames``; liveness is off (the frames are photos on disk)."""
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for i, path in enumerate(frames):
+        (folder / f"{i:03d}.jpg").write_bytes(path.read_bytes())
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[camera]\nsource = "{folder}"\n[liveness]\nmode = "off"\n'
+                      f'[enrollment]\nframes = 3\nmin_face_pixels = 60\n[storage]\nstate_dir = "{tmp_path / "state"}"\n')
+    return config
+
+
+def test_enroll_at_the_camera_stores_one_face_track(tmp_path, capsys):
+    live = sorted((FIXTURES / "liveness" / "live").glob("*.jpg"))  # one person turning their head a little
+    config = camera_config(tmp_path, live * 3)
+    assert cli.main(["enroll", "Alice", "--camera", "--role", "admin", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "look at the camera" in out and "enrolled 'Alice' as admin with 3 face embeddings" in out
+    gallery = shipped_model_gallery(tmp_path / "state")
+    assert [(p.name, p.role, p.embeddings) for p in gallery.people()] == [("Alice", "admin", 3)]
+    gallery.close()
+
+
+def test_enroll_at_the_camera_with_nobody_in_view_enrols_nobody(tmp_path, capsys):
+    config = camera_config(tmp_path, [EMPTY_PORCH] * 5)
+    assert cli.main(["enroll", "Alice", "--camera", "--config", str(config)]) == 2
+    assert "kiosk enroll: error:" in capsys.readouterr().err
+    gallery = shipped_model_gallery(tmp_path / "state")
+    assert gallery.people() == []
+    gallery.close()

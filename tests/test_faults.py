@@ -15,10 +15,9 @@ import pytest
 
 from kiosk import cli
 from kiosk.demo import demo_data
-from kiosk.encoder import ModelInfo
 from kiosk.errors import GalleryError
 from kiosk.gallery import Gallery
-from tests.conftest import FACES, MODELS, fill_the_disk, free_the_disk
+from tests.conftest import FACES, fill_the_disk, free_the_disk, shipped_model_gallery
 
 ENROL = sorted((demo_data() / "enrol").glob("*.jpg"))
 
@@ -37,7 +36,7 @@ def test_sigkill_in_the_middle_of_an_enrolment_leaves_the_gallery_intact(tmp_pat
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert process.returncode == -signal.SIGKILL
-    gallery = Gallery(state / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
+    gallery = shipped_model_gallery(state)
     assert gallery.integrity_ok()
     people = {p.name: p.embeddings for p in gallery.people()}
     assert people["first"] == 3
@@ -145,7 +144,7 @@ def test_enroll_from_a_folder_of_bad_files_uses_the_good_ones_and_names_the_rest
     for name in ("corrupt.jpg", "truncated.jpg", "zero.png", "notes.jpg", "bomb.png"):
         assert f"{name}" in report, name
     assert "too large to read safely" in report and "empty (0 bytes)" in report
-    gallery = Gallery(state / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
+    gallery = shipped_model_gallery(state)
     (person,) = gallery.people()
     assert person.name == "odd ñame-ü"
     assert person.embeddings == 4  # the good JPEG and the CMYK, grayscale and 16-bit copies
@@ -264,8 +263,7 @@ def test_a_really_full_disk_at_start_runs_the_gallery_read_only_and_recovers(sma
 
 
 def test_kiosk_run_starts_on_a_full_disk_without_advising_a_restore(small_disk, tmp_path, capsys):
-    sha256 = ModelInfo.load(MODELS / "encoder.json").sha256
-    gallery = Gallery(small_disk / "gallery.sqlite3", sha256)
+    gallery = shipped_model_gallery(small_disk)
     gallery.add_person("Ann", UNIT)
     gallery.close()
     (small_disk / "kiosk.lock").touch()
