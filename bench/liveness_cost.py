@@ -29,7 +29,6 @@ overall and per subject (worst case), for both rules::
 from __future__ import annotations
 
 import argparse
-import re
 from collections import defaultdict
 from itertools import pairwise
 from pathlib import Path
@@ -41,21 +40,10 @@ from kiosk.encoder import DEFAULT_MODEL_DIR
 from kiosk.face import FaceFinder
 from kiosk.images import read_image
 from kiosk.liveness import LivenessChecker
+from kiosk.training.liveness.data import scan_nuaa, sessions
 
 RECORDED_FPS = 20.0
-NAME = re.compile(r"(?P<subject>\d+)_(?P<glasses>\d+)_(?P<pos>\d+)_(?P<session>\d+)_(?P<frame>\d+)\.jpg$")
-
-
-def recordings(root: Path) -> dict[tuple[str, str], list[tuple[float, Path]]]:
-    """(kind, recording id) -> [(time in seconds, frame path)], in frame order."""
-    found: dict[tuple[str, str], list[tuple[float, Path]]] = defaultdict(list)
-    for kind in ("live", "spoof"):
-        for path in sorted((root / kind).rglob("*.jpg")):
-            match = NAME.search(path.name)
-            if match:
-                key = "_".join(match.group(g) for g in ("subject", "glasses", "pos", "session"))
-                found[(kind, key)].append((int(match.group("frame")) / RECORDED_FPS, path))
-    return {key: sorted(frames) for key, frames in found.items()}
+"""NUAA's frame numbers count frames of a 20 fps recording."""
 
 
 def stay_in_view(frames: list, seconds: float) -> list:
@@ -105,16 +93,16 @@ def main(argv: list[str] | None = None) -> int:
     old = LivenessChecker(args.mode, DEFAULT_MODEL_DIR)
     new = LivenessChecker(args.mode, DEFAULT_MODEL_DIR, window_seconds=settings.window_seconds)
     passed: dict[tuple[str, str, str], list[bool]] = defaultdict(list)  # (rule, kind, subject) -> passed per attempt
-    for (kind, key), frames in tqdm(sorted(recordings(args.data).items()), desc="recordings"):
-        subject = key.split("_")[0]
-        for start in range(0, len(frames), args.frames):
-            chunk = frames[start:start + args.frames]
+    for _, records in tqdm(sorted(sessions(scan_nuaa(args.data)).items()), desc="recordings"):
+        kind, subject = "live" if records[0].live else "spoof", records[0].subject
+        for start in range(0, len(records), args.frames):
+            chunk = records[start:start + args.frames]
             if len(chunk) < 7:
                 continue
             attempt = []
-            for index, (time, path) in enumerate(chunk):
-                time = index / args.fps if args.fps else time
-                image = read_image(path)
+            for index, record in enumerate(chunk):
+                time = index / args.fps if args.fps else record.frame / RECORDED_FPS
+                image = read_image(record.path)
                 face = finder.largest(image)
                 if face is not None:
                     attempt.append((time, image, face))

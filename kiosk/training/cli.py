@@ -1,23 +1,24 @@
-"""``kiosk-train``: train, export, calibrate and evaluate the face encoder.
+"""kiosk-train: train, export, calibrate and evaluate the face encoder.
 
-Needs the training extra: ``pip install -e '.[train]'``. The whole shipped
-model is rebuilt from scratch, with a fixed seed, by::
+Needs the training extra: pip install 'face-kiosk[train]' (in a source
+checkout: pip install -e '.[train]'). The whole shipped model is rebuilt
+from scratch, with a fixed seed, by
 
-    kiosk-train all --data ../shared/data --out models
+    kiosk-train all --data ../shared/data --out kiosk/models
 
-which runs the steps below in order (see ``--help`` of each).
+which runs the steps below in order (see --help of each).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from kiosk.training import TrainingError, exit_status, require_train_extra
 
 DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path("cache")
@@ -36,10 +37,6 @@ INITIAL_WEIGHTS = (
 )
 
 
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-
-
 def cmd_prepare(args: argparse.Namespace) -> None:
     from kiosk.training.prepare import build_cache
     from kiosk.training.splits import make_split
@@ -56,7 +53,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    _quiet_tensorflow()
+    require_train_extra()
     from kiosk.training.prepare import Cache, center_crops
     from kiosk.training.train import TrainSettings, train
 
@@ -81,7 +78,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    _quiet_tensorflow()
+    require_train_extra()
     import keras
 
     from kiosk.encoder import METADATA_FILE, MODEL_FILE, sha256_of
@@ -110,7 +107,8 @@ def cmd_export(args: argparse.Namespace) -> None:
               f"min {held_check.min_cosine:.4f}, mean {held_check.mean_cosine:.4f}")
     worst = min(c.min_cosine for c in checks)
     if worst < 0.98:
-        raise SystemExit(f"int8 export lost too much: cosine {worst:.4f} < 0.98 on some calibration face")
+        raise TrainingError(f"int8 export lost too much: cosine {worst:.4f} < 0.98 on some calibration face "
+                            "(try more --representative faces, or check the trained model)")
 
     metadata = {
         "format": "face-kiosk-encoder/1",
@@ -268,6 +266,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_all(args: argparse.Namespace) -> None:
+    require_train_extra()  # before the long prepare step
     started = time.time()
     run = args.run
     train = {"cache": args.cache, "batch_size": 32, "freeze_blocks": 6, "seed": args.seed, "from_scratch": False, "feature_weight": 1.0}
@@ -406,20 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except FileNotFoundError as error:
-        print(f"kiosk-train: {error}", file=sys.stderr)
-        return 2
-    except Exception as error:
-        from kiosk.errors import ModelError
-
-        if not isinstance(error, ModelError):
-            raise
-        print(f"kiosk-train: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_status("kiosk-train", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+"""``python -m kiosk.training.liveness``: arguments in, one training run, errors out as messages and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import kiosk.training.liveness
+from kiosk.training import exit_status, require_train_extra
+from kiosk.training.liveness.model import TrainSettings
+from kiosk.training.liveness.run import run
+
+PROG = "python -m kiosk.training.liveness"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=kiosk.training.liveness.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/nuaa_train"),
+                        help="the NUAA training tree with live/ and spoof/ (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("kiosk/models"), help="where to write liveness.tflite, .json and the report")
+    parser.add_argument("--cache", type=Path, default=Path("cache/liveness"), help="prepared frames (reused when present)")
+    parser.add_argument("--epochs", type=int, default=TrainSettings.epochs,
+                        help="epochs of each texture CNN training (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=TrainSettings.seed, help="the run's one seed (default %(default)s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def train() -> None:
+        require_train_extra()
+        run(args.data, args.out, args.cache, TrainSettings(epochs=args.epochs, seed=args.seed))
+
+    return exit_status(PROG, train)

@@ -1,0 +1,108 @@
+"""The held-out subjects through the runtime class (:class:`kiosk.liveness.LivenessChecker` on the int8 file)."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kiosk.face import Face, FaceFinder
+from kiosk.images import read_image
+from kiosk.liveness import AttemptScores, LivenessChecker
+from kiosk.training.liveness.data import ATTEMPT_FRAMES, TEST_SUBJECTS, FrameRecord, scan_nuaa, sessions
+from kiosk.training.liveness.fusion import AttemptTable
+
+DOOR_VERDICT_EVERY = 3
+"""The decision's k: a grant (and so a liveness verdict) is possible every k frames with a face."""
+
+
+@dataclass
+class Evaluation:
+    """The held-out subjects through the runtime class: attempt scores, frame logits, the door's view, timing."""
+
+    table: AttemptTable
+    fused: np.ndarray
+    door: dict
+    frame_logits: np.ndarray
+    frame_live: np.ndarray
+    timing: dict
+
+
+def evaluate(root: Path, model_dir: Path) -> Evaluation:
+    """Score every held-out attempt with the shipped int8 model through :class:`LivenessChecker`.
+
+    Attempts are those of :func:`kiosk.training.liveness.data.split_attempts`.
+    For the door's view, each attempt start is also followed to the end of its
+    session with a verdict every ``DOOR_VERDICT_EVERY`` frames (when the
+    decision could grant).
+    """
+    both = LivenessChecker("both", model_dir)
+    texture_only = LivenessChecker("texture", model_dir)
+    info = both.info
+    columns: dict[str, list] = defaultdict(list)
+    first_pass: dict[bool, list[int | None]] = {True: [], False: []}
+    frame_logits, frame_live, times = [], [], {"texture": [], "both": []}
+    for records, frames in _held_out_sessions(root):
+        texture_only.reset()
+        both.reset()
+        for image, face in frames:
+            if face is not None:
+                frame_logits.append(texture_only.texture.score(image, face))
+                frame_live.append(records[0].live)
+                for mode, checker in (("texture", texture_only), ("both", both)):
+                    started = time.perf_counter()
+                    checker.check(image, face)
+                    times[mode].append(1000 * (time.perf_counter() - started))
+        chunks = np.array_split(np.arange(len(records)), max(1, len(records) // ATTEMPT_FRAMES))
+        for chunk in chunks:
+            history = _scores_per_face(both, frames[chunk[0]:])
+            faces = sum(face is not None for _, face in frames[chunk[0]:chunk[-1] + 1])
+            if faces:
+                scores = history[faces - 1]
+                columns["live"].append(records[0].live)
+                columns["subject"].append(records[0].subject)
+                columns["texture"].append(scores.texture)
+                columns["motion"].append(np.nan if scores.motion is None else scores.motion)
+                columns["motion_count"].append(scores.motion_measurements)
+            verdicts = [h.fused >= info.fused_threshold for h in history[DOOR_VERDICT_EVERY - 1::DOOR_VERDICT_EVERY]]
+            first_pass[records[0].live].append(next((i + 1 for i, ok in enumerate(verdicts) if ok), None))
+    table = AttemptTable(**{name: np.array(values) for name, values in columns.items()})
+    door = {
+        "live_starts": len(first_pass[True]),
+        "live_pass_first_verdict": float(np.mean([p == 1 for p in first_pass[True]])),
+        "live_pass_by_second_verdict": float(np.mean([p is not None and p <= 2 for p in first_pass[True]])),
+        "live_never_pass_in_session": float(np.mean([p is None for p in first_pass[True]])),
+        "spoof_starts": len(first_pass[False]),
+        "spoof_pass_first_verdict": float(np.mean([p == 1 for p in first_pass[False]])),
+        "spoof_pass_within_5_verdicts": float(np.mean([p is not None and p <= 5 for p in first_pass[False]])),
+    }
+    timing = {mode: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "calls": len(v)}
+              for mode, v in times.items()}
+    return Evaluation(table, table.fused(info.fusion), door, np.array(frame_logits), np.array(frame_live), timing)
+
+
+def _held_out_sessions(root: Path) -> Iterator[tuple[list[FrameRecord], list[tuple[np.ndarray, Face | None]]]]:
+    """Each held-out session with its decoded frames and detected faces."""
+    finder = FaceFinder()
+    held_out = [record for record in scan_nuaa(root) if record.subject in TEST_SUBJECTS]
+    for records in sessions(held_out).values():
+        frames = []
+        for record in records:
+            image = read_image(record.path)
+            frames.append((image, finder.largest(image)))
+        yield records, frames
+
+
+def _scores_per_face(checker: LivenessChecker, frames: list[tuple[np.ndarray, Face | None]]) -> list[AttemptScores]:
+    """The checker's scores after each frame with a face (frames without one are skipped)."""
+    checker.reset()
+    history = []
+    for image, face in frames:
+        if face is not None:
+            checker.check(image, face)
+            history.append(checker.scores())
+    return history

@@ -1,0 +1,138 @@
+"""The liveness training's pure parts on tiny hand-made inputs: fusion fit, ISO/IEC 30107-3 metrics, NUAA attempts, CLI."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kiosk.training import TRAIN_EXTRA, TrainingError
+from kiosk.training.liveness import cli
+from kiosk.training.liveness.data import ATTEMPT_FRAMES, FrameRecord, scan_nuaa, split_attempts
+from kiosk.training.liveness.fusion import MIN_MOTION_MEASUREMENTS, MOTION_BONUS, AttemptTable, fit_fusion
+from kiosk.training.liveness.metrics import choose_threshold, equal_error_rate, error_rates, rates_by_subject
+
+TEXTURE_THRESHOLD = 0.1
+REST_ROLES = re.compile(r"``|:(func|class|mod|meth|attr):`")
+
+
+def attempts(texture_live: np.ndarray, texture_spoof: np.ndarray, motion_live: np.ndarray, motion_spoof: np.ndarray,
+             measurements: int = 3) -> AttemptTable:
+    """Validation attempts of one subject, every one with ``measurements`` motion measurements."""
+    count = len(texture_live) + len(texture_spoof)
+    return AttemptTable(live=np.r_[np.ones(len(texture_live), bool), np.zeros(len(texture_spoof), bool)],
+                        subject=np.array(["0001"] * count), texture=np.r_[texture_live, texture_spoof],
+                        motion=np.r_[motion_live, motion_spoof], motion_count=np.full(count, measurements))
+
+
+@pytest.fixture
+def separable() -> AttemptTable:
+    """Texture scores that overlap between live and print (-0.5..0.5), motion scores that do not."""
+    rng = np.random.default_rng(0)
+    return attempts(np.linspace(-0.5, 2.0, 20), np.linspace(-2.0, 0.5, 20),
+                    rng.permutation(np.linspace(-1.5, -0.5, 20)), rng.permutation(np.linspace(-3.5, -2.5, 20)))
+
+
+def test_fitted_fusion_puts_every_live_attempt_above_zero_and_every_print_below(separable: AttemptTable) -> None:
+    fusion = fit_fusion(separable, TEXTURE_THRESHOLD)
+    fused = separable.fused(fusion)
+    assert fusion.motion_weight > 0
+    assert fused[separable.live].min() > 0 > fused[~separable.live].max()
+    texture_alone = separable.texture - TEXTURE_THRESHOLD
+    assert (texture_alone[separable.live] < 0).any() and (texture_alone[~separable.live] >= 0).any()  # motion was needed
+
+
+def test_fitted_fusion_caps_the_motion_bonus_and_ignores_too_few_measurements(separable: AttemptTable) -> None:
+    fusion = fit_fusion(separable, TEXTURE_THRESHOLD)
+    assert fusion.min_measurements == MIN_MOTION_MEASUREMENTS
+    assert fusion.max_motion_bonus == pytest.approx(MOTION_BONUS)
+    very_live_motion = 10.0
+    borderline, printed = TEXTURE_THRESHOLD - 0.5, TEXTURE_THRESHOLD - MOTION_BONUS - 0.1
+    assert fusion(borderline, very_live_motion, MIN_MOTION_MEASUREMENTS) > 0  # rescued by motion
+    assert fusion(printed, very_live_motion, MIN_MOTION_MEASUREMENTS) < 0  # never, however live the motion looks
+    assert fusion(borderline, very_live_motion, MIN_MOTION_MEASUREMENTS - 1) == pytest.approx(borderline - TEXTURE_THRESHOLD)
+    low, _ = fusion.motion_range
+    assert low == pytest.approx(np.percentile(separable.motion, 2))
+
+
+def test_fusion_fit_refuses_motion_that_points_the_wrong_way() -> None:
+    rng = np.random.default_rng(1)
+    prints_move_more = attempts(np.linspace(0.0, 2.0, 20), np.linspace(-2.0, 0.0, 20),
+                                rng.permutation(np.linspace(-3.5, -2.5, 20)), rng.permutation(np.linspace(-1.5, -0.5, 20)))
+    with pytest.raises(TrainingError, match="not positive"):
+        fit_fusion(prints_move_more, TEXTURE_THRESHOLD)
+
+
+def test_fusion_fit_needs_attempts_with_enough_motion_measurements(separable: AttemptTable) -> None:
+    separable.motion_count[:] = MIN_MOTION_MEASUREMENTS - 1
+    with pytest.raises(TrainingError, match="too few"):
+        fit_fusion(separable, TEXTURE_THRESHOLD)
+
+
+def test_error_rates_count_attacks_accepted_and_live_rejected() -> None:
+    live = np.array([True, True, True, False, False])
+    rates = error_rates(live, np.array([0.9, 0.4, 0.5, 0.6, 0.1]), 0.5)  # a score at the threshold is accepted
+    assert rates == pytest.approx({"apcer": 1 / 2, "bpcer": 1 / 3, "acer": 5 / 12,
+                                   "attack_presentations": 2, "bona_fide_presentations": 3})
+
+
+def test_chosen_threshold_is_the_centre_of_the_lowest_acer_interval() -> None:
+    assert choose_threshold(np.array([True, True, False, False]), np.array([3.0, 2.0, 1.0, 0.0])) == 1.5
+    # A live and a print attempt share the score 1: ACER is 1/4 on both sides of it, from 0.5 up to 2.
+    assert choose_threshold(np.array([True, False, True, False]), np.array([1.0, 1.0, 3.0, 0.0])) == 1.25
+
+
+def test_equal_error_rate() -> None:
+    live = np.array([True, True, False, False])
+    assert equal_error_rate(live, np.array([3.0, 2.0, 1.0, 0.0])) == 0.0
+    assert equal_error_rate(live, np.array([2.0, 0.0, 1.0, -1.0])) == 0.5
+
+
+def test_rates_by_subject_keep_each_subject_apart() -> None:
+    live = np.array([True, False, True, False])
+    subjects = np.array(["0003", "0003", "0006", "0006"])
+    rates = rates_by_subject(live, subjects, {"texture": np.array([1.0, -1.0, -1.0, 1.0])}, {"texture": 0.0})
+    assert {s: (r["texture"]["apcer"], r["texture"]["bpcer"]) for s, r in rates.items()} == {"0003": (0.0, 0.0),
+                                                                                             "0006": (1.0, 1.0)}
+
+
+def test_sessions_are_cut_into_attempts_of_consecutive_frames() -> None:
+    long = [FrameRecord(Path(f"{i}.jpg"), True, "0001", "live/0001/00_01_001", i) for i in range(2 * ATTEMPT_FRAMES + 2)]
+    short = [FrameRecord(Path(f"s{i}.jpg"), False, "0001", "spoof/0001/00_01_001", i) for i in range(ATTEMPT_FRAMES - 1)]
+    cut = split_attempts(long + short)
+    assert [len(a) for a in cut] == [ATTEMPT_FRAMES + 1, ATTEMPT_FRAMES + 1, ATTEMPT_FRAMES - 1]
+    assert [r.frame for a in cut[:2] for r in a] == [r.frame for r in long]
+
+
+def test_nuaa_frames_come_in_frame_number_order(tmp_path: Path) -> None:
+    folder = tmp_path / "live" / "0001"
+    folder.mkdir(parents=True)
+    for frame in (10, 9, 100):
+        (folder / f"0001_00_00_01_{frame}.jpg").touch()
+    records = scan_nuaa(tmp_path)
+    assert [r.frame for r in records] == [9, 10, 100]
+    assert {(r.live, r.subject, r.session) for r in records} == {(True, "0001", "live/0001/00_00_01")}
+
+
+def test_an_empty_nuaa_tree_is_a_training_error(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="--data"):
+        scan_nuaa(tmp_path)
+
+
+def test_help_is_plain_text() -> None:
+    text = cli.build_parser().format_help()
+    assert "--data" in text and "TEST_SUBJECTS" in text
+    assert not REST_ROLES.search(text), text
+
+
+def test_missing_train_extra_is_a_message_and_exit_status_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow now raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "keras", None)
+    assert cli.main(["--data", str(tmp_path), "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"{cli.PROG}: tensorflow cannot be imported") and TRAIN_EXTRA in error
+    assert not (tmp_path / "cache").exists()  # refused before any step ran
