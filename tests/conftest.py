@@ -1,9 +1,10 @@
-"""Shared fixtures and helpers: the tiny credited face set, scratch images, a full disk, a systemd notify socket."""
+"""Shared fixtures and helpers: the tiny credited face set, mock pins, a full disk, a systemd notify socket."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 from hypothesis import settings
 
 from kiosk.errors import GalleryError
@@ -41,6 +43,28 @@ def shipped_model_gallery(state_dir: Path) -> Gallery:
     from kiosk.encoder import ModelInfo
 
     return Gallery(state_dir / "gallery.sqlite3", ModelInfo.load(MODELS / "encoder.json").sha256)
+
+
+# Commands that touch GPIO ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pins(monkeypatch) -> MockFactory:
+    """The mock pins every command in the test uses (one factory, so the test can look at them afterwards)."""
+    from kiosk import gpio
+
+    factory = MockFactory()
+    monkeypatch.setattr(gpio, "make_pin_factory", lambda _name: factory)
+    return factory
+
+
+@pytest.fixture
+def keep_signal_handlers():
+    """'kiosk run' installs SIGTERM/SIGINT handlers; put pytest's back afterwards."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
 
 
 # A full disk ------------------------------------------------------------------------------------

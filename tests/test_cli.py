@@ -4,6 +4,7 @@ and the status line 'kiosk run' gives systemd."""
 from __future__ import annotations
 
 import datetime
+import fcntl
 import json
 import os
 import signal
@@ -16,29 +17,12 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from kiosk import cli, gpio
+from kiosk import cli
 from kiosk.demo import demo_data
 from tests.conftest import FIXTURES, shipped_model_gallery, start_kiosk
 
 EMPTY_PORCH = demo_data() / "frames" / "empty_00.jpg"
 ANN, BOB = np.eye(128, dtype=np.float32)[:2]  # two unit-length embeddings, far apart
-
-
-@pytest.fixture
-def pins(monkeypatch) -> MockFactory:
-    """The mock pins every simulated command in this test uses (so the test can look at them afterwards)."""
-    factory = MockFactory()
-    monkeypatch.setattr(gpio, "make_pin_factory", lambda simulate: factory)
-    return factory
-
-
-@pytest.fixture
-def keep_signal_handlers():
-    """'kiosk run' installs SIGTERM/SIGINT handlers; put pytest's back afterwards."""
-    saved = {number: signal.getsignal(number) for number in (signal.SIGTERM, signal.SIGINT)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
 
 
 def stuck_on(factory: MockFactory, pin: int, active_high: bool) -> None:
@@ -195,13 +179,12 @@ def test_restore_names_the_people_whose_faces_failed_their_check(tmp_path, capsy
 
 @pytest.mark.parametrize("command", [["selftest", "--simulate"], ["enroll", "someone", "--camera"]])
 def test_commands_that_need_the_camera_or_pins_refuse_while_the_door_runs(tmp_path, capsys, command):
-    from kiosk.config import Config
-
-    config = Config()
-    config.storage.state_dir = str(tmp_path / "state")
-    held = cli._lock_service(config)  # what a running 'kiosk run' holds
+    state = tmp_path / "state"
+    state.mkdir()
+    held = os.open(state / "kiosk.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # what a running 'kiosk run' holds
     try:
-        assert cli.main([*command, "--state-dir", config.storage.state_dir]) == 2
+        assert cli.main([*command, "--state-dir", str(state)]) == 2
     finally:
         os.close(held)
     assert "stop it first (sudo systemctl stop kiosk)" in capsys.readouterr().err
@@ -291,10 +274,10 @@ def people_lines(state: Path, capsys) -> list[str]:
 
 def test_people_list_set_role_rename_and_remove(tmp_path, capsys):
     state = tmp_path / "state"
+    gallery = shipped_model_gallery(state)
     assert cli.main(["people", "--state-dir", str(state), "list"]) == 0
     out = capsys.readouterr().out
     assert "nobody is enrolled yet: enrol the first admin with kiosk enroll NAME --camera --role admin" in out
-    gallery = shipped_model_gallery(state)
     gallery.add_person("Ann", ANN)
     gallery.add_person("Bob", np.stack([BOB, -BOB]))
     bob_id = gallery.person("Bob").id

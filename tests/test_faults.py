@@ -9,7 +9,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -44,58 +46,45 @@ def test_sigkill_in_the_middle_of_an_enrolment_leaves_the_gallery_intact(tmp_pat
     gallery.close()
 
 
-def test_black_frozen_and_garbage_frames_never_open_the_door(tmp_path):
-    from kiosk.camera import ReconnectingCamera
-    from kiosk.clock import FakeClock
-    from kiosk.config import Config
-    from kiosk.door import Door
-    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
-    from kiosk.pipeline import FacePipeline
+def write_frames(folder: Path, frames: list[np.ndarray]) -> Path:
+    """An image-folder camera source playing ``frames`` in order (PNG: every pixel as given)."""
+    folder.mkdir()
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    return folder
 
+
+def test_black_frozen_and_garbage_frames_never_open_the_door(tmp_path, pins, capsys, keep_signal_handlers):
+    state = tmp_path / "state"
+    assert cli.main(["enroll", "Colin Powell", "--state-dir", str(state), "--images", *map(str, ENROL)]) == 0
     rng = np.random.default_rng(0)
-    frames = [np.zeros((480, 640, 3), np.uint8)] * 10  # black
-    frames += [np.full((480, 640, 3), 255, np.uint8)] * 10  # blown out
-    frames += [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(10)]  # garbage
+    frames = [np.zeros((480, 640, 3), np.uint8)] * 10  # black, frozen
+    frames += [np.full((480, 640, 3), 255, np.uint8)] * 10  # blown out, frozen
+    frames += [rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for _ in range(6)]  # garbage (slow to search: few)
+    camera = write_frames(tmp_path / "frames", frames)
+    config = tmp_path / "kiosk.toml"
+    config.write_text(f'[camera]\nsource = "{camera}"\nmax_fps = 120\n[storage]\nstate_dir = "{state}"\n')
+    capsys.readouterr()
+    assert cli.main(["run", "--simulate", "--config", str(config)]) == 0  # to the end of the frames
+    assert " granted " not in capsys.readouterr().out
+    relay = pins.pin(17)  # the default active-low relay: energised = LOW
+    assert relay.state is True and all(change.state for change in relay.states[1:]), "the relay was never switched on"
+    gallery = shipped_model_gallery(state)
+    assert [e.kind for e in gallery.events()] == ["enrolled"]
+    gallery.close()
 
-    class Frames:
-        name = "synthetic"
 
-        def __init__(self):
-            self.index = 0
+def test_gpio_error_when_opening_leaves_the_relay_off(tmp_path, pins, capsys, keep_signal_handlers):
+    from gpiozero import OutputDevice
 
-        def read(self):
-            self.index += 1
-            clock.advance(1 / 15)
-            return frames[(self.index - 1) % len(frames)]
-
-        def close(self):
-            pass
-
-    clock = FakeClock()
-    config = Config()
-    config.storage.state_dir = str(tmp_path)
-    pipeline = FacePipeline()
-    gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=clock)
-    hardware = DoorHardware(Pins(), make_pin_factory(simulate=True))
-    door = Door(config, ReconnectingCamera(Frames, clock), pipeline, gallery, hardware, clock=clock)
+    camera = write_frames(tmp_path / "frames", [np.zeros((480, 640, 3), np.uint8)])
+    holder = OutputDevice(27, pin_factory=pins)  # another program holds the LED's line: set-up fails after the relay's
     try:
-        reports = [door.process_frame() for _ in range(len(frames) * 2)]
+        assert cli.main(["run", "--simulate", "--state-dir", str(tmp_path / "state"), "--camera", str(camera)]) == 2
     finally:
-        door.close()
-        gallery.close()
-    assert not any(r.relay_on for r in reports)
-
-
-def test_gpio_error_when_opening_leaves_the_relay_off(tmp_path):
-    from gpiozero.pins.mock import MockFactory
-
-    from kiosk.errors import HardwareError
-    from kiosk.gpio import DoorHardware, Pins
-
-    factory = MockFactory()
-    with pytest.raises(HardwareError, match="cannot set up GPIO"):
-        DoorHardware(Pins(relay=17, led=17, button=22), factory)  # LED on the relay's pin: a wiring/config error
-    relay = factory.pin(17)
+        holder.close()
+    assert "cannot set up GPIO" in capsys.readouterr().err
+    relay = pins.pin(17)
     # A released line keeps its last level on a Pi: that level must be HIGH, the off level of this active-low relay,
     # and the relay must never have been driven on (LOW) after it became an output.
     assert relay.state is True, "the relay was released in its off state"
@@ -119,7 +108,6 @@ def test_locked_database_is_a_clear_error_and_changes_nothing(tmp_path):
 
 def test_enroll_from_a_folder_of_bad_files_uses_the_good_ones_and_names_the_rest(tmp_path, capsys):
     """Corrupt, truncated, zero-byte, enormous and non-image files are named and skipped; odd formats are read."""
-    import cv2
     from PIL import Image
 
     from tests.test_face import _png_header_only
