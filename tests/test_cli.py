@@ -302,6 +302,21 @@ def test_people_list_set_role_rename_and_remove(tmp_path, capsys):
     assert people("remove", "Robert") == 2 and "no enrolled person is called 'Robert'" in capsys.readouterr().err
 
 
+def test_enrolling_a_taken_name_says_whose_it_is(tmp_path, capsys):
+    state = tmp_path / "state"
+    gallery = shipped_model_gallery(state)
+    gallery.add_person("Ann", ANN)
+    gallery.close()
+    photos = sorted((demo_data() / "enrol").glob("*.jpg"))  # someone else's face, under Ann's name
+    assert cli.main(["enroll", "Ann", "--state-dir", str(state), "--images", *map(str, photos)]) == 2
+    err = capsys.readouterr().err
+    assert "'Ann' is already enrolled: pick another name or remove the old one (kiosk people remove Ann)" in err
+    assert "UNIQUE" not in err
+    gallery = shipped_model_gallery(state)
+    assert [(p.name, p.embeddings) for p in gallery.people()] == [("Ann", 1)]
+    gallery.close()
+
+
 def event_kinds(state: Path, capsys, *args: str) -> list[str]:
     """The kinds of the events ``kiosk events ARGS`` lists, in its order (each line: date time kind ...)."""
     assert cli.main(["events", "--state-dir", str(state), *args]) == 0
