@@ -44,19 +44,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kiosk import assemble
 from kiosk.camera import ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
 from kiosk.decision import Led
 from kiosk.door import Door, FrameReport
-from kiosk.encoder import DEFAULT_MODEL_DIR
 from kiosk.enroll import enroll_from_images
 from kiosk.errors import EndOfStream, FaceKioskError, ImageError
-from kiosk.face import DetectorSettings, FaceFinder
+from kiosk.face import FaceFinder
 from kiosk.gallery import Gallery
-from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+from kiosk.gpio import DoorHardware, make_pin_factory
 from kiosk.images import read_image
-from kiosk.liveness import make_liveness
 from kiosk.liveness_cli import natural_key
 from kiosk.pipeline import FacePipeline
 
@@ -111,16 +110,10 @@ _PIPELINES: dict[tuple, FacePipeline] = {}
 
 def pipeline_for(config: Config) -> FacePipeline:
     """The face pipeline ``kiosk run`` builds for this configuration (shared between doors: loading costs)."""
-    d = config.detector
-    key = (config.recognition.model_dir, d.work_width, d.min_face_fraction, tuple(d.rotations))
+    key = (config.recognition.model_dir, config.recognition.runtime, repr(config.detector))
     if key not in _PIPELINES:
-        detector = DetectorSettings(work_width=d.work_width, min_face_fraction=d.min_face_fraction, rotations=tuple(d.rotations))
-        _PIPELINES[key] = FacePipeline(model_dir(config), detector)
+        _PIPELINES[key] = assemble.pipeline(config)
     return _PIPELINES[key]
-
-
-def model_dir(config: Config) -> Path:
-    return Path(config.recognition.model_dir) if config.recognition.model_dir else DEFAULT_MODEL_DIR
 
 
 @dataclass
@@ -209,21 +202,18 @@ def build_door(state_dir: Path, frames: Sequence[Path] = (), config: Config | No
     config.storage.state_dir = str(state_dir)
     clock = clock or FakeClock()
     wall = wall or clock
+    config.gpio.pin_factory = "mock"
     pipeline = pipeline_for(config)
-    gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=wall)
-    hardware = None
+    gallery = assemble.gallery(config, clock=wall)
     try:
         for name, photos in (enrol or {}).items():
             enroll_from_images(name, list(photos), pipeline, gallery)
-        factory = make_pin_factory(simulate=True)
-        pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
-        hardware = DoorHardware(pins, factory)
+        factory = make_pin_factory("mock")
+        hardware = DoorHardware(config.gpio, factory)
         camera = SceneCamera(lambda: _advance(clock, wall, 1 / FPS))
-        liveness = make_liveness(config.liveness.mode, model_dir(config), window_seconds=config.decision.window_seconds)
-        door = Door(config, ReconnectingCamera(lambda: camera, clock), pipeline, gallery, hardware, clock=clock, liveness=liveness)
+        door = assemble.door(config, face_pipeline=pipeline, door_gallery=gallery, door_hardware=hardware,
+                             door_camera=ReconnectingCamera(lambda: camera, clock), clock=clock)
     except BaseException:
-        if hardware is not None:
-            hardware.close()
         gallery.close()
         raise
     rig = Rig(door, gallery, hardware, factory, clock, wall, config, camera, pipeline, Path(state_dir))

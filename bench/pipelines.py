@@ -71,15 +71,6 @@ def model_files(name: str, models: Path) -> list[Path]:
     raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
 
 
-def door_detector():
-    """The Haar settings the door runs with out of the box (``kiosk.config.DetectorConfig`` defaults)."""
-    from kiosk.config import DetectorConfig
-    from kiosk.face import DetectorSettings
-
-    config = DetectorConfig()
-    return DetectorSettings(work_width=config.work_width, min_face_fraction=config.min_face_fraction, rotations=tuple(config.rotations))
-
-
 class Dlib:
     """face_recognition's default encoding pipeline on dlib directly (see the module docstring)."""
 
@@ -106,9 +97,9 @@ def embedder(name: str, models: Path, threads: int) -> Embedder:
     """Pipeline ``name`` as ``BGR image -> L2-normalised embedding of the largest face, or None``."""
     cv2.setNumThreads(threads)
     if name == "face-kiosk":
-        from kiosk.pipeline import FacePipeline
+        from kiosk import assemble
 
-        pipeline = FacePipeline(models, door_detector(), num_threads=threads)
+        pipeline = assemble.pipeline(assemble.default_config(models), num_threads=threads)
 
         def face_kiosk(image: np.ndarray) -> np.ndarray | None:
             result = pipeline.embed_largest(image)

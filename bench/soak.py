@@ -34,16 +34,12 @@ def open_fds() -> int:
 
 
 def soak(minutes: float, every: float, out=print) -> dict:
+    from kiosk import assemble
     from kiosk.camera import PlaylistCamera, ReconnectingCamera
     from kiosk.clock import FakeClock
     from kiosk.config import Config
     from kiosk.demo import demo_data
-    from kiosk.door import Door
     from kiosk.enroll import enroll_from_images
-    from kiosk.gallery import Gallery
-    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
-    from kiosk.liveness import make_liveness
-    from kiosk.pipeline import FacePipeline
 
     data = demo_data()
     manifest = json.loads((data / "demo.json").read_text())
@@ -56,12 +52,12 @@ def soak(minutes: float, every: float, out=print) -> dict:
         # The demo scene is made of photos, which the liveness check rightly refuses (spoof events); without
         # lockout those refusals keep the decision, event log and liveness code busy for the whole soak.
         config.decision.max_denied = 1_000_000
-        pipeline = FacePipeline()
-        gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=clock)
+        config.gpio.pin_factory = "mock"
+        pipeline = assemble.pipeline(config)
+        gallery = assemble.gallery(config, clock=clock)
         enroll_from_images("owner", [data / p for p in manifest["enrol"]["images"]], pipeline, gallery)
         camera = ReconnectingCamera(lambda: PlaylistCamera(files, on_frame=lambda: clock.advance(1 / manifest["fps"]), loop=True), clock)
-        door = Door(config, camera, pipeline, gallery, DoorHardware(Pins(), make_pin_factory(simulate=True)), clock=clock,
-                    liveness=make_liveness(config.liveness.mode))
+        door = assemble.door(config, face_pipeline=pipeline, door_gallery=gallery, door_camera=camera, clock=clock)
         decisions = 0
         start = next_sample = time.monotonic()
         try:

@@ -56,16 +56,15 @@ def per_frame(name: str, models: Path, threads: int) -> Callable[[np.ndarray], b
         return lambda frame: embed(frame) is not None
     import cv2
 
-    from bench.pipelines import door_detector
+    from kiosk import assemble
     from kiosk.clock import FakeClock
     from kiosk.decision import DoorDecision, Observation
     from kiosk.face import FaceTracker
     from kiosk.gallery import Templates
     from kiosk.match import match
-    from kiosk.pipeline import FacePipeline
 
     cv2.setNumThreads(threads)
-    pipeline = FacePipeline(models, door_detector(), num_threads=threads)
+    pipeline = assemble.pipeline(assemble.default_config(models), num_threads=threads)
     tracker = FaceTracker(pipeline.finder)
     gallery = np.random.default_rng(0).normal(size=(50, 128)).astype(np.float32)
     templates = Templates([f"person-{i // 5}" for i in range(50)], gallery / np.linalg.norm(gallery, axis=1, keepdims=True))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -22,6 +23,17 @@ import numpy as np
 
 from kiosk.errors import CameraError, EndOfStream, ImageError
 from kiosk.images import IMAGE_SUFFIXES, read_image
+
+
+@dataclass
+class CameraSettings:
+    """Where frames come from (the ``[camera]`` config section)."""
+
+    source: str = "picamera"  # "picamera", a USB index ("0"), rtsp://... / http://..., a video file, or a folder of images
+    backend: str = "auto"  # "auto" (from the source), "picamera", "opencv" or "folder"
+    width: int = 640
+    height: int = 480
+    max_fps: float = 15.0  # frames processed per second at most
 
 
 class Camera(Protocol):
@@ -60,6 +72,10 @@ class FolderCamera:
         pass
 
 
+OPENCV_LOG_SILENT = 0
+"""cv2.utils.logging.LOG_LEVEL_SILENT (not exported by every OpenCV 4.x wheel)."""
+
+
 class OpenCVCamera:
     """A USB camera (index), a network stream (URL) or a video file, through OpenCV."""
 
@@ -67,7 +83,12 @@ class OpenCVCamera:
         self.source = source
         self.name = f"camera {source}"
         self.is_file = isinstance(source, str) and Path(source).is_file()  # a video file ends; a stream or device does not
-        self._capture = cv2.VideoCapture(source)
+        previous = cv2.getLogLevel()
+        cv2.setLogLevel(OPENCV_LOG_SILENT)  # OpenCV's own WARN/ERROR lines on every retry: a failed open is reported once, below
+        try:
+            self._capture = cv2.VideoCapture(source)
+        finally:
+            cv2.setLogLevel(previous)
         if not self._capture.isOpened():
             raise CameraError(f"cannot open {self.name}: no such device, stream or file (check the cable, URL or permissions)")
         if isinstance(source, int):
@@ -120,17 +141,44 @@ class PiCamera:
             pass
 
 
-def open_camera(source: str, width: int = 640, height: int = 480) -> Camera:
-    """Open the source a config or command line names (see module docstring)."""
+def _opencv(settings: CameraSettings) -> Camera:
+    source = settings.source
+    return OpenCVCamera(int(source) if source.isdigit() else source, settings.width, settings.height)
+
+
+CAMERA_BACKENDS: dict[str, Callable[[CameraSettings], Camera]] = {
+    "picamera": lambda s: PiCamera(s.width, s.height),
+    "opencv": _opencv,
+    "folder": lambda s: FolderCamera(Path(s.source)),
+}
+"""Camera backends by name (``camera.backend``); ``folder`` is the camera of the tests, the demo and replays."""
+
+
+def backend_for(source: str) -> str:
+    """The backend that fits a source: ``picamera``, a folder, else OpenCV (a device index, a URL or a video file)."""
     if source == "picamera":
-        return PiCamera(width, height)
-    if source.isdigit():
-        return OpenCVCamera(int(source), width, height)
+        return "picamera"
     if Path(source).is_dir():
-        return FolderCamera(Path(source))
-    if "://" in source or Path(source).exists():
-        return OpenCVCamera(source, width, height)
+        return "folder"
+    if source.isdigit() or "://" in source or Path(source).exists():
+        return "opencv"
     raise CameraError(f"camera source {source!r} is not 'picamera', a device index, a URL, a video file or a folder of images")
+
+
+def open_camera(settings: CameraSettings) -> Camera:
+    """Open the camera the settings name: ``camera.backend``, or the one that fits ``camera.source`` when it is ``auto``."""
+    name = backend_for(settings.source) if settings.backend == "auto" else settings.backend
+    return CAMERA_BACKENDS[name](settings)
+
+
+class FrameSource(Protocol):
+    """What the door reads: a frame, or None while the camera is down (``last_error`` says why)."""
+
+    last_error: str | None
+
+    def read(self) -> np.ndarray | None: ...
+
+    def close(self) -> None: ...
 
 
 class ReconnectingCamera:

@@ -10,58 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiosk.camera import CAMERA_BACKENDS, CameraSettings
+from kiosk.decision import DecisionSettings
+from kiosk.encoder import RUNTIMES
 from kiosk.errors import ConfigError
-
-
-@dataclass
-class CameraConfig:
-    source: str = "picamera"  # "picamera", a USB index ("0"), rtsp://... / http://..., a video file, or a folder of images
-    width: int = 640
-    height: int = 480
-    max_fps: float = 15.0  # frames processed per second at most
-
-
-@dataclass
-class DetectorConfig:
-    work_width: int = 320  # frames are downscaled to this width for detection
-    min_face_fraction: float = 0.15  # smallest face, as a fraction of the frame's height
-    rotations: list[float] = field(default_factory=list)  # extra tilted passes when nothing is found (slower)
+from kiosk.face import DetectorSettings
+from kiosk.gpio import PIN_FACTORIES, GpioSettings
 
 
 @dataclass
 class RecognitionConfig:
     model_dir: str = ""  # empty: the model shipped with face-kiosk
+    runtime: str = "auto"  # TFLite runtime: "auto" (ai-edge-litert, else tflite-runtime), "ai-edge-litert" or "tflite-runtime"
     false_accept_rate: float = 1e-3  # strangers let in per attempt (1e-7 .. 1e-2); sets the automatic threshold
     threshold: float = 0.0  # 0: automatic (from false_accept_rate and the people enrolled); else a manual cosine in (0, 1)
     allow_threshold_below_model: bool = False  # a manual threshold below the automatic one is refused unless this is true
     margin: float = 0.05  # the best person must lead the second best by this much
-
-
-@dataclass
-class DecisionConfig:
-    k: int = 3  # frames that must recognise the same person ...
-    n: int = 5  # ... among the last n frames
-    window_seconds: float = 1.5
-    unlock_seconds: float = 5.0
-    rearm_seconds: float = 2.0  # the person let in must leave the view this long before another unlock
-    max_denied: int = 5  # denied attempts ...
-    lockout_window_minutes: float = 5.0  # ... within this many minutes lock the door out
-    lockout_minutes: float = 5.0
-    liveness_wait_seconds: float = 4.0  # a face with no proof of life (no motion) this long is refused as a spoof
-    track_gap_seconds: float = 0.5  # a face gone longer than this comes back as a new attempt
-
-
-@dataclass
-class GpioConfig:
-    relay_pin: int = 17
-    relay_active_high: bool = False  # most relay boards switch on a LOW input
-    led_pin: int = 27
-    button_pin: int = 22
 
 
 @dataclass
@@ -81,39 +52,60 @@ class LivenessConfig:
 
 @dataclass
 class StorageConfig:
-    state_dir: str = "/var/lib/kiosk"
+    state_dir: str = ""  # empty: /var/lib/kiosk if it exists (the Pi install makes it), else ~/.local/state/kiosk
     event_retention_days: float = 90.0
     snapshots: bool = False  # keep the 112x112 face crop of each event in <state_dir>/snapshots (off: only embeddings)
 
 
 @dataclass
 class Config:
-    camera: CameraConfig = field(default_factory=CameraConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    camera: CameraSettings = field(default_factory=CameraSettings)
+    detector: DetectorSettings = field(default_factory=DetectorSettings)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
-    decision: DecisionConfig = field(default_factory=DecisionConfig)
-    gpio: GpioConfig = field(default_factory=GpioConfig)
+    decision: DecisionSettings = field(default_factory=DecisionSettings)
+    gpio: GpioSettings = field(default_factory=GpioSettings)
     enrollment: EnrollmentConfig = field(default_factory=EnrollmentConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
 
     @property
+    def state_dir(self) -> Path:
+        """``storage.state_dir``, or the default folder when it is empty (:func:`default_state_dir`)."""
+        return Path(self.storage.state_dir) if self.storage.state_dir else default_state_dir()
+
+    @property
     def database(self) -> Path:
-        return Path(self.storage.state_dir) / "gallery.sqlite3"
+        return self.state_dir / "gallery.sqlite3"
 
     @property
     def snapshot_dir(self) -> Path:
-        return Path(self.storage.state_dir) / "snapshots"
+        return self.state_dir / "snapshots"
 
     @property
     def relay_record(self) -> Path:
         """Relay pin and polarity of the last good start, for ``kiosk relay-off`` when the config is broken."""
-        return Path(self.storage.state_dir) / "relay.json"
+        return self.state_dir / "relay.json"
 
     @property
     def service_lock(self) -> Path:
         """Held by ``kiosk run`` while it runs; ``kiosk restore`` refuses while it is held."""
-        return Path(self.storage.state_dir) / "kiosk.lock"
+        return self.state_dir / "kiosk.lock"
+
+
+SERVICE_STATE_DIR = Path("/var/lib/kiosk")
+"""The service's state folder; ``deploy/install.sh`` creates it, owned by the ``kiosk`` user."""
+
+
+def default_state_dir() -> Path:
+    """The service's folder where it exists (a Pi install), else a per-user folder (a desktop trying face-kiosk).
+
+    The per-user folder follows the XDG base directory rule:
+    ``$XDG_STATE_HOME/kiosk``, by default ``~/.local/state/kiosk``.
+    """
+    if SERVICE_STATE_DIR.is_dir():
+        return SERVICE_STATE_DIR
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "kiosk"
 
 
 RANGES: dict[str, tuple[float, float]] = {
@@ -135,6 +127,8 @@ CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
     "camera.height": lambda v: 64 <= v <= 4096,
     "camera.max_fps": lambda v: 0 < v <= 120,
     "detector.work_width": lambda v: 80 <= v <= 4096,
+    "detector.scale_factor": lambda v: 1.01 <= v <= 2.0,
+    "detector.min_neighbors": lambda v: 1 <= v <= 20,
     "detector.min_face_fraction": lambda v: 0.02 <= v <= 0.9,
     "detector.rotations": lambda v: all(-60 <= a <= 60 for a in v),
     "recognition.threshold": lambda v: 0 <= v < 1,
@@ -148,13 +142,26 @@ CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
     "enrollment.frames": lambda v: 1 <= v <= 50,
     "enrollment.min_face_pixels": lambda v: v >= 20,
     "enrollment.min_sharpness": lambda v: v >= 0,
-    "liveness.mode": lambda v: v in ("off", "texture", "both"),
     "storage.event_retention_days": lambda v: v > 0,
 }
 
 
+CHOICES: dict[str, tuple[str, ...]] = {
+    "camera.backend": ("auto", *CAMERA_BACKENDS),
+    "recognition.runtime": ("auto", *RUNTIMES),
+    "gpio.pin_factory": PIN_FACTORIES,
+    "liveness.mode": ("off", "texture", "both"),
+}
+"""Text keys with a fixed set of values; the error message lists them."""
+
+
 def _coerce(key: str, value: typing.Any, kind: typing.Any) -> typing.Any:
     origin = typing.get_origin(kind)
+    if origin is tuple:  # tuple[X, ...]: a TOML list
+        item = typing.get_args(kind)[0]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key} must be a list, got {value!r}")
+        return tuple(_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value))
     if origin is list:
         (item,) = typing.get_args(kind)
         if not isinstance(value, list):
@@ -195,7 +202,7 @@ def from_dict(data: dict) -> Config:
         if not isinstance(values, dict):
             raise ConfigError(f"config section [{section}] must be a table of key = value lines")
         target = getattr(config, section)
-        hints = typing.get_type_hints(type(target))
+        hints = typing.get_type_hints(type(target), vars(sys.modules[type(target).__module__]))
         for key, value in values.items():
             if key not in hints:
                 raise ConfigError(f"unknown config key {section}.{key} (known in [{section}]: {', '.join(hints)})")
@@ -204,6 +211,8 @@ def from_dict(data: dict) -> Config:
             if full in RANGES and not RANGES[full][0] <= coerced <= RANGES[full][1]:
                 low, high = RANGES[full]
                 raise ConfigError(f"config key {full} has an out-of-range value {value!r} (allowed: {low:g} to {high:g})")
+            if full in CHOICES and coerced not in CHOICES[full]:
+                raise ConfigError(f"config key {full} has an unknown value {value!r} (choose one of: {', '.join(CHOICES[full])})")
             check = CHECKS.get(full)
             if check is not None and not check(coerced):
                 raise ConfigError(f"config key {full} has an out-of-range value {value!r}")

@@ -128,28 +128,26 @@ class Step:
 
 @dataclass
 class DecisionSettings:
-    """The decision rules' parameters (see the module docstring)."""
+    """The decision rules' parameters (the ``[decision]`` config section; see the module docstring)."""
 
-    k: int = 3
-    n: int = 5
+    k: int = 3  # frames that must recognise the same person ...
+    n: int = 5  # ... among the last n frames
     window_seconds: float = 1.5
     unlock_seconds: float = 5.0
-    rearm_seconds: float = 2.0
-    max_denied: int = 5
-    lockout_window_seconds: float = 300.0
-    lockout_seconds: float = 300.0
-    liveness_wait_seconds: float = 4.0
-    track_gap_seconds: float = 0.5
+    rearm_seconds: float = 2.0  # the person let in must leave the view this long before another unlock
+    max_denied: int = 5  # suspicious attempts ...
+    lockout_window_minutes: float = 5.0  # ... within this many minutes lock the door out
+    lockout_minutes: float = 5.0
+    liveness_wait_seconds: float = 4.0  # a face with no proof of life (no motion) this long is refused as a spoof
+    track_gap_seconds: float = 0.5  # a face gone longer than this comes back as a new attempt
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.n:
-            raise ValueError(f"decision: need 1 <= k <= n, got k={self.k}, n={self.n}")
-        for name in ("window_seconds", "unlock_seconds", "rearm_seconds", "lockout_window_seconds", "lockout_seconds",
-                     "liveness_wait_seconds", "track_gap_seconds"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"decision: {name} must be positive, got {getattr(self, name)}")
-        if self.max_denied < 1:
-            raise ValueError(f"decision: max_denied must be at least 1, got {self.max_denied}")
+    @property
+    def lockout_window_seconds(self) -> float:
+        return self.lockout_window_minutes * 60
+
+    @property
+    def lockout_seconds(self) -> float:
+        return self.lockout_minutes * 60
 
 
 @dataclass

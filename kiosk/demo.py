@@ -10,21 +10,19 @@ why, when any decision is wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from kiosk import assemble
 from kiosk.camera import PlaylistCamera, ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
-from kiosk.door import Door, FrameReport, stage_summary
-from kiosk.encoder import DEFAULT_MODEL_DIR
+from kiosk.door import FrameReport, stage_summary
 from kiosk.enroll import enroll_from_images
-from kiosk.gallery import Gallery
-from kiosk.gpio import DoorHardware, Pins, make_pin_factory
-from kiosk.pipeline import FacePipeline
 
 
 def demo_data() -> Path:
@@ -49,17 +47,23 @@ class SegmentResult:
         return not self.relay_on_at_end  # "locked"
 
 
-def run_demo(model_dir: Path = DEFAULT_MODEL_DIR, data: Path | None = None, out=print) -> bool:
-    """Play the demo scene; returns True when every decision was right."""
+def run_demo(config: Config | None = None, data: Path | None = None, out=print) -> bool:
+    """Play the demo scene on a door built from ``config`` (default: the defaults); True when every decision was right.
+
+    The demo always uses its own temporary state folder, mock pins and no
+    liveness check (its frames are photos), whatever ``config`` says.
+    """
+    config = dataclasses.replace(config or Config())
     data = data or demo_data()
     manifest = json.loads((data / "demo.json").read_text())
     fps = manifest["fps"]
     clock = FakeClock()
     with tempfile.TemporaryDirectory(prefix="kiosk-demo-") as state:
-        config = Config()
-        config.storage.state_dir = state
-        pipeline = FacePipeline(model_dir)
-        gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=clock)
+        config.storage = dataclasses.replace(config.storage, state_dir=state)
+        config.gpio = dataclasses.replace(config.gpio, pin_factory="mock")
+        config.liveness = dataclasses.replace(config.liveness, mode="off")
+        pipeline = assemble.pipeline(config)
+        gallery = assemble.gallery(config, clock=clock)
         name = manifest["enrol"]["name"]
         person, notes = enroll_from_images(name, [data / p for p in manifest["enrol"]["images"]], pipeline, gallery)
         for note in notes:
@@ -68,11 +72,11 @@ def run_demo(model_dir: Path = DEFAULT_MODEL_DIR, data: Path | None = None, out=
             f"model {pipeline.encoder.runtime}, threshold {pipeline.encoder.threshold:.3f}")
         out("(the demo's frames are photos composed onto a background, so it runs with the liveness check off: "
             "'kiosk run' refuses photos by default)")
-        hardware = DoorHardware(Pins(), make_pin_factory(simulate=True))
         segments = manifest["segments"]
         playlist = [(i, data / f) for i, segment in enumerate(segments) for f in segment["frames"]]
         camera = ReconnectingCamera(lambda: PlaylistCamera([f for _, f in playlist], on_frame=lambda: clock.advance(1 / fps)), clock)
-        door = Door(config, camera, pipeline, gallery, hardware, clock=clock)
+        door = assemble.door(config, face_pipeline=pipeline, door_gallery=gallery, door_camera=camera, clock=clock)
+        hardware = door.hardware
         results: list[SegmentResult] = []
         reports: list[FrameReport] = []
         try:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kiosk.camera import ReconnectingCamera
+from kiosk.camera import FrameSource
 from kiosk.config import Config
-from kiosk.decision import DecisionSettings, DoorDecision, Event, Led, Liveness, Observation, Step
+from kiosk.decision import DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment
 from kiosk.errors import ConfigError, EndOfStream, FaceKioskError, GalleryError
 from kiosk.face import AttemptBoundary, FaceTracker
@@ -68,19 +68,10 @@ class FrameReport:
     events: tuple[Event, ...] = ()
 
 
-def decision_settings(config: Config) -> DecisionSettings:
-    d = config.decision
-    return DecisionSettings(
-        k=d.k, n=d.n, window_seconds=d.window_seconds, unlock_seconds=d.unlock_seconds, rearm_seconds=d.rearm_seconds,
-        max_denied=d.max_denied, lockout_window_seconds=d.lockout_window_minutes * 60, lockout_seconds=d.lockout_minutes * 60,
-        liveness_wait_seconds=d.liveness_wait_seconds, track_gap_seconds=d.track_gap_seconds,
-    )
-
-
 class Door:
     """One door: call :meth:`process_frame` in a loop (or :meth:`step`)."""
 
-    def __init__(self, config: Config, camera: ReconnectingCamera, pipeline: FacePipeline, gallery: Gallery,
+    def __init__(self, config: Config, camera: FrameSource, pipeline: FacePipeline, gallery: Gallery,
                  hardware: DoorHardware, clock: Callable[[], float] = time.monotonic,
                  liveness: LivenessCheck | None = None) -> None:
         self.config = config
@@ -91,7 +82,7 @@ class Door:
         self.clock = clock
         self.liveness = liveness or NoLivenessCheck()
         self.tracker = FaceTracker(pipeline.finder)
-        self.decision = DoorDecision(decision_settings(config))
+        self.decision = DoorDecision(config.decision)
         self.enrollment: ButtonEnrollment | None = None
         self._button_was_pressed = False
         self._camera_was_up = True
@@ -399,7 +390,7 @@ class Door:
                                          if self._templates.names else None)
 
     def close(self) -> None:
-        """Relay off, LED off, release the camera and pins."""
+        """Relay off, LED off, release the camera and pins (the gallery is its opener's to close)."""
         try:
             self.hardware.lock()
         finally:

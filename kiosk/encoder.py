@@ -1,7 +1,7 @@
 """The int8 TFLite face encoder and its metadata (``kiosk/models/encoder.json``).
 
-The encoder runs on ``ai-edge-litert`` when installed, else on
-``tflite-runtime``. At load time the ``.tflite`` file is checked against the
+The encoder runs on the TFLite runtime named by ``recognition.runtime``:
+``auto`` picks ``ai-edge-litert`` when installed, else ``tflite-runtime``. At load time the ``.tflite`` file is checked against the
 SHA-256 in its metadata and its input/output shapes against the metadata's
 spec, so a swapped, truncated or wrong model is refused with a message that
 says what is wrong instead of producing silent nonsense at the door.
@@ -9,9 +9,15 @@ says what is wrong instead of producing silent nonsense at the door.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib
 import json
 import math
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,32 +31,58 @@ MODEL_FILE = "encoder.tflite"
 METADATA_FILE = "encoder.json"
 
 
+RUNTIMES = {
+    "ai-edge-litert": "ai_edge_litert.interpreter",
+    "tflite-runtime": "tflite_runtime.interpreter",
+}
+"""The TFLite runtimes by name (``recognition.runtime``), preferred first: the module holding each one's ``Interpreter``."""
+
+
 def runtime_interpreters() -> dict[str, type]:
     """The installed TFLite interpreter classes, preferred first."""
     found: dict[str, type] = {}
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        found["ai-edge-litert"] = Interpreter
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-
-        found["tflite-runtime"] = Interpreter
-    except ImportError:
-        pass
+    for name, module in RUNTIMES.items():
+        try:
+            found[name] = importlib.import_module(module).Interpreter
+        except ImportError:
+            pass
     return found
 
 
-def default_interpreter() -> tuple[str, type]:
-    """(name, class) of the preferred installed TFLite runtime."""
+def choose_interpreter(name: str = "auto") -> tuple[str, type]:
+    """(name, class) of the TFLite runtime called ``name``, or of the preferred installed one for ``auto``."""
     runtimes = runtime_interpreters()
+    if name != "auto":
+        if name not in RUNTIMES:
+            raise ModelError(f"unknown TFLite runtime {name!r} (known: auto, {', '.join(RUNTIMES)})")
+        if name not in runtimes:
+            raise ModelError(f"the TFLite runtime {name!r} (recognition.runtime) is not installed: pip install {name}")
+        return name, runtimes[name]
     if not runtimes:
         raise ModelError(
             "no TFLite runtime is installed: pip install ai-edge-litert (or tflite-runtime on Python <= 3.11 with numpy < 2)"
         )
     return next(iter(runtimes.items()))
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[Callable[[], str]]:
+    """Hold back what native code writes to stderr (the runtimes' "INFO: Created TensorFlow Lite XNNPACK
+    delegate" on every start); yields a function returning it, for an error message that needs it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+
+        def held_text() -> str:
+            held.seek(0)
+            return held.read().decode(errors="replace").strip()
+
+        try:
+            yield held_text
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def run_interpreter(interpreter: Any, crop: np.ndarray) -> np.ndarray:
@@ -178,7 +210,8 @@ def _impostor_curve(data: dict) -> tuple[tuple[float, float], ...]:
     return curve
 
 
-def load_verified_model(path: Path, sha256: str, input_size: int, num_threads: int, what: str = "model") -> tuple[str, Any]:
+def load_verified_model(path: Path, sha256: str, input_size: int, num_threads: int, what: str = "model",
+                        runtime: str = "auto") -> tuple[str, Any]:
     """(runtime name, allocated interpreter) for a ``.tflite`` checked against its metadata.
 
     Refuses, with a message naming the file, a missing file, a hash that
@@ -193,12 +226,13 @@ def load_verified_model(path: Path, sha256: str, input_size: int, num_threads: i
             f"{what} file {path} does not match its metadata (sha256 {actual[:12]}... "
             f"expected {sha256[:12]}...): it is damaged or was swapped; reinstall it"
         )
-    runtime, interpreter_class = default_interpreter()
-    try:
-        interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
-        interpreter.allocate_tensors()
-    except (ValueError, RuntimeError) as error:
-        raise ModelError(f"{runtime} cannot load {path}: {error}") from error
+    runtime, interpreter_class = choose_interpreter(runtime)
+    with native_stderr_captured() as native_messages:
+        try:
+            interpreter = interpreter_class(model_path=str(path), num_threads=num_threads)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as error:
+            raise ModelError(f"{runtime} cannot load {path}: {error} {native_messages()}".strip()) from error
     shape = tuple(interpreter.get_input_details()[0]["shape"])
     expected = (1, input_size, input_size, 3)
     if shape != expected:
@@ -209,11 +243,12 @@ def load_verified_model(path: Path, sha256: str, input_size: int, num_threads: i
 class Encoder:
     """Turns a face crop into an L2-normalised embedding with the shipped int8 model."""
 
-    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 2) -> None:
+    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 2, runtime: str = "auto") -> None:
         self.model_dir = model_dir = Path(model_dir)
         self.model_path = model_dir / MODEL_FILE
         self.info = ModelInfo.load(model_dir / METADATA_FILE)
-        self.runtime, self._interpreter = load_verified_model(self.model_path, self.info.sha256, self.info.input_size, num_threads)
+        self.runtime, self._interpreter = load_verified_model(self.model_path, self.info.sha256, self.info.input_size, num_threads,
+                                                              runtime=runtime)
         out_shape = tuple(self._interpreter.get_output_details()[0]["shape"])
         if out_shape != (1, self.info.embedding_size):
             raise ModelError(f"model {self.model_path} outputs {out_shape}, its metadata says (1, {self.info.embedding_size})")

@@ -71,24 +71,21 @@ class Face:
         return self.w
 
 
-@dataclass(frozen=True)
+@dataclass
 class DetectorSettings:
-    """Tuning of the Haar cascade passes.
+    """Tuning of the Haar cascade passes (the ``[detector]`` config section).
 
-    ``work_width``: images wider than this are downscaled before detection
-    (speed); ``min_face_fraction``: smallest face as a fraction of the
-    working image's shorter side; ``use_clahe`` / ``use_quotient``: the
-    lighting fallback passes; ``rotations``: angles tried, in order, when the
-    upright passes find nothing (empty for the fastest mode).
+    One set of defaults for every path (the door, enrolment, ``kiosk embed``,
+    calibration), so the threshold is calibrated on the front end the door runs.
     """
 
-    scale_factor: float = 1.1
-    min_neighbors: int = 5
-    min_face_fraction: float = 0.12
-    work_width: int = 320
-    use_clahe: bool = True
-    use_quotient: bool = True
-    rotations: tuple[float, ...] = (-20.0, 20.0)
+    work_width: int = 320  # frames are downscaled to this width for detection (speed)
+    min_face_fraction: float = 0.15  # smallest face, as a fraction of the working image's shorter side
+    rotations: tuple[float, ...] = ()  # extra tilted passes (degrees) when the upright ones find nothing (slower)
+    scale_factor: float = 1.1  # Haar pyramid step
+    min_neighbors: int = 5  # Haar overlapping detections needed for a face
+    use_clahe: bool = True  # a contrast-limited pass when the first finds nothing (hard light)
+    use_quotient: bool = True  # a self-quotient pass when those find nothing (backlight)
 
 
 class FaceFinder:

@@ -1,8 +1,8 @@
 """The door's hardware through gpiozero: relay (door strike), status LED, enrol button.
 
 On a Pi gpiozero picks its default pin factory (lgpio on Pi 5 / Bookworm);
-``simulate=True`` (``kiosk run --simulate``, the demo, the tests) uses
-gpiozero's ``MockFactory`` so every device works without hardware.
+pin factory ``mock`` (``kiosk run --simulate``, the demo, the tests) is
+gpiozero's ``MockFactory``, so every device works without hardware.
 
 Fail-secure: the relay is created switched off, :meth:`DoorHardware.lock`
 switches it off, and :meth:`DoorHardware.close` switches it off before
@@ -31,14 +31,21 @@ LED_PATTERNS: dict[Led, tuple[float, float, int | None] | None] = {
 }
 
 
-@dataclass(frozen=True)
-class Pins:
-    """BCM GPIO numbers and the relay board's polarity."""
+PIN_FACTORIES = ("auto", "mock", "lgpio", "rpigpio", "pigpio", "native")
+"""gpiozero's pin factories by name: ``auto`` is gpiozero's own choice (lgpio on a
+Pi 5 / Bookworm, or ``$GPIOZERO_PIN_FACTORY``); ``mock`` is its MockFactory (no
+hardware: ``--simulate``, the demo, the tests)."""
 
-    relay: int = 17
-    led: int = 27
-    button: int = 22
+
+@dataclass
+class GpioSettings:
+    """BCM GPIO numbers, the relay board's polarity and the pin factory (the ``[gpio]`` config section)."""
+
+    relay_pin: int = 17
     relay_active_high: bool = False  # most opto-isolated relay boards switch on a LOW input
+    led_pin: int = 27
+    button_pin: int = 22
+    pin_factory: str = "auto"  # one of PIN_FACTORIES; "mock" simulates the pins
 
 
 def switch_relay_off(pin: int, active_high: bool, pin_factory=None) -> None:
@@ -61,32 +68,61 @@ def switch_relay_off(pin: int, active_high: bool, pin_factory=None) -> None:
                             "user in the gpio group? Until this works, the strike may still be powered.") from error
 
 
-def make_pin_factory(simulate: bool):
-    """gpiozero's MockFactory when simulating, else None (gpiozero's default)."""
-    if not simulate:
-        return None
-    from gpiozero.pins.mock import MockFactory
+def make_pin_factory(name: str):
+    """The gpiozero pin factory called ``name`` (one of :data:`PIN_FACTORIES`), created now.
 
-    return MockFactory()
+    Creating it here, not lazily inside gpiozero, turns gpiozero's string of
+    fallback warnings on a machine without GPIO into one error that says
+    what was tried and what to do.
+    """
+    import warnings
+
+    from gpiozero import Device
+    from gpiozero.exc import BadPinFactory, PinFactoryFallback
+
+    if name not in PIN_FACTORIES:
+        raise HardwareError(f"unknown pin factory {name!r} (known: {', '.join(PIN_FACTORIES)})")
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PinFactoryFallback)
+        try:
+            if name == "auto":
+                return Device._default_pin_factory()
+            from importlib.metadata import entry_points
+
+            (entry,) = entry_points(group="gpiozero_pin_factories", name=name)
+            return entry.load()()
+        except (BadPinFactory, ImportError, OSError, RuntimeError, ValueError) as error:
+            tried = "; ".join(str(w.message) for w in caught if issubclass(w.category, PinFactoryFallback))
+            raise HardwareError(
+                f"no GPIO pin factory {name!r} on this machine ({tried or error}). On a Raspberry Pi install "
+                "python3-lgpio (apt) and create the venv with --system-site-packages; elsewhere use --simulate "
+                "(gpio.pin_factory = \"mock\")"
+            ) from error
 
 
 class DoorHardware:
     """Relay, LED and button, created together and released together."""
 
-    def __init__(self, pins: Pins = Pins(), pin_factory=None, button_bounce: float = 0.05) -> None:
+    def __init__(self, pins: GpioSettings | None = None, pin_factory=None, button_bounce: float = 0.05) -> None:
         from gpiozero import LED, Button, OutputDevice
         from gpiozero.exc import GPIOZeroError
 
-        self.pins = pins
+        self.pins = pins = pins or GpioSettings()
+        pin_factory = pin_factory or make_pin_factory(pins.pin_factory)
+        self.pin_factory = pin_factory
         self.pattern: Led | None = None
         try:
-            self.relay = OutputDevice(pins.relay, active_high=pins.relay_active_high, initial_value=False, pin_factory=pin_factory)
-            self.led = LED(pins.led, pin_factory=pin_factory)
-            self.button = Button(pins.button, pull_up=True, bounce_time=button_bounce, pin_factory=pin_factory)
+            self.relay = OutputDevice(pins.relay_pin, active_high=pins.relay_active_high, initial_value=False, pin_factory=pin_factory)
+            self.led = LED(pins.led_pin, pin_factory=pin_factory)
+            self.button = Button(pins.button_pin, pull_up=True, bounce_time=button_bounce, pin_factory=pin_factory)
         except (GPIOZeroError, OSError, RuntimeError) as error:
             self._release_partial()
             raise HardwareError(
-                f"cannot set up GPIO (relay {pins.relay}, LED {pins.led}, button {pins.button}): {error}. "
+                f"cannot set up GPIO (relay {pins.relay_pin}, LED {pins.led_pin}, button {pins.button_pin}): {error}. "
                 "Is this a Raspberry Pi with python3-lgpio installed, and is the user in the gpio group? "
                 "Use --simulate to run without hardware."
             ) from error
@@ -110,7 +146,7 @@ class DoorHardware:
             self.relay.on()
         except Exception as error:
             self.lock()
-            raise HardwareError(f"relay on GPIO {self.pins.relay} could not be switched on ({error}); the door stays locked") from error
+            raise HardwareError(f"relay on GPIO {self.pins.relay_pin} could not be switched on ({error}); the door stays locked") from error
 
     def lock(self) -> None:
         """De-energise the strike (the fail-secure state).

@@ -277,12 +277,12 @@ class LivenessInfo:
 class TextureClassifier:
     """The int8 CNN that tells a live face crop from a printed one; returns a logit (> 0: live)."""
 
-    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 1) -> None:
+    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 1, runtime: str = "auto") -> None:
         model_dir = Path(model_dir)
         self.model_path = model_dir / MODEL_FILE
         self.info = LivenessInfo.load(model_dir / METADATA_FILE)
         self.runtime, self._interpreter = load_verified_model(
-            self.model_path, self.info.sha256, self.info.input_size, num_threads, what="liveness model"
+            self.model_path, self.info.sha256, self.info.input_size, num_threads, what="liveness model", runtime=runtime
         )
 
     def score_crop(self, crop: np.ndarray) -> float:
@@ -314,12 +314,13 @@ class LivenessChecker:
     ``window_seconds`` count; without it (offline scoring), the whole attempt.
     """
 
-    def __init__(self, mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None) -> None:
+    def __init__(self, mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None,
+                 runtime: str = "auto") -> None:
         if mode not in ("texture", "both"):
             raise ValueError(f"LivenessChecker mode must be 'texture' or 'both', got {mode!r}")
         self.mode = mode
         self.window_seconds = window_seconds
-        self.texture = TextureClassifier(model_dir)
+        self.texture = TextureClassifier(model_dir, runtime=runtime)
         self.info = self.texture.info
         self.motion = MotionCue(self.info.motion) if mode == "both" else None
         self.threshold = self.info.fused_threshold if mode == "both" else self.info.texture_threshold
@@ -368,10 +369,11 @@ class LivenessChecker:
         return AttemptScores(texture, motion, fused, len(self._logits), len(self._motions))
 
 
-def make_liveness(mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None) -> LivenessCheck:
+def make_liveness(mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None,
+                  runtime: str = "auto") -> LivenessCheck:
     """The liveness check for a ``liveness.mode`` setting: ``"off"``, ``"texture"`` or ``"both"``."""
     if mode == "off":
         return NoLivenessCheck()
     if mode in ("texture", "both"):
-        return LivenessChecker(mode, model_dir, window_seconds)
+        return LivenessChecker(mode, model_dir, window_seconds, runtime)
     raise ValueError(f"unknown liveness mode {mode!r}; choose one of {', '.join(MODES)}")

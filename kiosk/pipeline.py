@@ -30,9 +30,10 @@ class FaceEmbedding:
 class FacePipeline:
     """Haar detection, the shared crop and the int8 encoder, composed."""
 
-    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, detector: DetectorSettings | None = None, num_threads: int = 2) -> None:
+    def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, detector: DetectorSettings | None = None, num_threads: int = 2,
+                 runtime: str = "auto") -> None:
         self.finder = FaceFinder(detector)
-        self.encoder = Encoder(model_dir, num_threads=num_threads)
+        self.encoder = Encoder(model_dir, num_threads=num_threads, runtime=runtime)
 
     def embed_face(self, image: np.ndarray, face: Face) -> FaceEmbedding:
         """Embed one already-detected face of ``image``."""

@@ -11,7 +11,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kiosk import assemble
+from kiosk.camera import open_camera
 from kiosk.config import Config
+from kiosk.decision import Led
 
 
 @dataclass
@@ -21,7 +24,7 @@ class Check:
     detail: str
 
 
-def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button: bool, button_timeout: float = 30.0,
+def run_selftest(config: Config, relay: bool, button: bool, button_timeout: float = 30.0,
                  out: Callable[[str], None] = print) -> list[Check]:
     """Run the checks in order; each failure is reported, never raised."""
     checks: list[Check] = []
@@ -37,25 +40,18 @@ def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button:
     state: dict = {}
 
     def model() -> tuple[str, str]:
-        from kiosk.pipeline import FacePipeline
-
-        state["pipeline"] = FacePipeline(model_dir)
+        state["pipeline"] = assemble.pipeline(config)
         encoder = state["pipeline"].encoder
         return "PASS", f"{encoder.model_path.name} sha256 matches, {encoder.runtime}, threshold {encoder.threshold:.3f}"
 
     def liveness() -> tuple[str, str]:
         if config.liveness.mode == "off":
             return "SKIP", "liveness.mode = off: photos held up to the camera are not refused"
-        from kiosk.liveness import make_liveness
-
-        make_liveness(config.liveness.mode, model_dir)
+        assemble.liveness(config)
         return "PASS", f"mode {config.liveness.mode}: liveness model sha256 matches"
 
     def database() -> tuple[str, str]:
-        from kiosk.encoder import ModelInfo
-        from kiosk.gallery import Gallery
-
-        gallery = Gallery(config.database, ModelInfo.load(model_dir / "encoder.json").sha256)
+        gallery = assemble.gallery(config)
         try:
             if not gallery.integrity_ok():
                 return "FAIL", f"{config.database} failed PRAGMA integrity_check"
@@ -64,9 +60,7 @@ def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button:
             gallery.close()
 
     def camera() -> tuple[str, str]:
-        from kiosk.camera import open_camera
-
-        cam = open_camera(config.camera.source, config.camera.width, config.camera.height)
+        cam = open_camera(config.camera)
         try:
             start = time.monotonic()
             frames = [cam.read() for _ in range(10)]
@@ -91,17 +85,15 @@ def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button:
     check("camera", camera)
     check("face detection", face)
 
-    from kiosk.decision import Led
-    from kiosk.gpio import DoorHardware, Pins, make_pin_factory
-
-    pins = Pins(config.gpio.relay_pin, config.gpio.led_pin, config.gpio.button_pin, config.gpio.relay_active_high)
+    pins = config.gpio
+    simulated = pins.pin_factory == "mock"
     hardware = None
 
     def gpio() -> tuple[str, str]:
         nonlocal hardware
-        hardware = DoorHardware(pins, make_pin_factory(simulate))
-        return "PASS", f"relay GPIO {pins.relay} ({'active-high' if pins.relay_active_high else 'active-low'}), " \
-                       f"LED GPIO {pins.led}, button GPIO {pins.button}{' (simulated)' if simulate else ''}"
+        hardware = assemble.hardware(config)
+        return "PASS", f"relay GPIO {pins.relay_pin} ({'active-high' if pins.relay_active_high else 'active-low'}), " \
+                       f"LED GPIO {pins.led_pin}, button GPIO {pins.button_pin}{' (simulated)' if simulated else ''}"
 
     def led() -> tuple[str, str]:
         for _ in range(3):
@@ -119,12 +111,12 @@ def run_selftest(config: Config, model_dir, simulate: bool, relay: bool, button:
         return ("PASS" if not hardware.relay_on else "FAIL"), "clicked once for 0.5 s, now off (did you hear it?)"
 
     def press() -> tuple[str, str]:
-        if simulate:
-            hardware.button.pin.drive_low()
+        if simulated:
+            return "SKIP", "simulated pins: there is no button to press"
         out(f"      press the enrol button within {button_timeout:.0f} s ...")
         if hardware.button.wait_for_press(timeout=button_timeout):
             return "PASS", "press seen"
-        return "FAIL", f"no press within {button_timeout:.0f} s (check wiring to GPIO {pins.button} and ground)"
+        return "FAIL", f"no press within {button_timeout:.0f} s (check wiring to GPIO {pins.button_pin} and ground)"
 
     check("gpio", gpio)
     try:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from kiosk.config import from_dict
 from kiosk.decision import DecisionSettings, DoorDecision, Led, Liveness, Observation
+from kiosk.errors import ConfigError
 
 FPS = 15
 LIVE, SPOOF, PENDING = Liveness.LIVE, Liveness.SPOOF, Liveness.PENDING
@@ -110,7 +112,7 @@ def test_pending_liveness_waits_and_a_still_face_is_refused_as_a_spoof():
 
 
 def test_lockout_counts_suspicious_attempts_persists_through_attempts_and_expires():
-    settings = DecisionSettings(k=3, n=5, max_denied=3, lockout_window_seconds=60, lockout_seconds=30)
+    settings = DecisionSettings(k=3, n=5, max_denied=3, lockout_window_minutes=1, lockout_minutes=0.5)
     decision = DoorDecision(settings)
     steps = []
     for attempt in range(3):  # three photo attempts, each a new face track
@@ -158,10 +160,10 @@ def test_a_second_face_restarts_the_evidence():
 
 
 @pytest.mark.parametrize("bad", [dict(k=0), dict(k=6, n=5), dict(unlock_seconds=0), dict(max_denied=0),
-                                 dict(liveness_wait_seconds=0), dict(track_gap_seconds=-1)])
-def test_bad_settings_are_refused(bad):
-    with pytest.raises(ValueError):
-        DecisionSettings(**bad)
+                                 dict(liveness_wait_seconds=0), dict(track_gap_seconds=-1), dict(k=1, n=5)])
+def test_bad_settings_are_refused_by_the_config(bad):
+    with pytest.raises(ConfigError, match="decision"):
+        from_dict({"decision": bad})
 
 
 def test_a_replayed_frame_refuses_the_attempt_as_a_spoof():

@@ -29,8 +29,8 @@ decision_settings = st.builds(
     unlock_seconds=st.floats(0.5, 6.0),
     rearm_seconds=st.floats(0.5, 3.0),
     max_denied=st.integers(1, 6),
-    lockout_window_seconds=st.floats(5.0, 120.0),
-    lockout_seconds=st.floats(1.0, 60.0),
+    lockout_window_minutes=st.floats(5 / 60, 2.0),
+    lockout_minutes=st.floats(1 / 60, 1.0),
     liveness_wait_seconds=st.floats(0.5, 5.0),
     track_gap_seconds=st.floats(0.05, 1.0),
 )

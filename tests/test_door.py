@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kiosk import cli
+from kiosk import assemble, cli
 from kiosk.camera import PlaylistCamera, ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
@@ -19,7 +19,7 @@ from kiosk.door import Door
 from kiosk.enroll import enroll_from_images
 from kiosk.errors import CameraError
 from kiosk.gallery import Gallery
-from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+from kiosk.gpio import DoorHardware, GpioSettings, make_pin_factory
 from kiosk.pipeline import FacePipeline
 
 DATA = demo_data()
@@ -33,7 +33,7 @@ ENROL = sorted((DATA / "enrol").glob("*.jpg"))
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    return FacePipeline()
+    return assemble.pipeline(Config())
 
 
 class Rig:
@@ -45,8 +45,8 @@ class Rig:
         self.config = config or Config()
         self.config.storage.state_dir = str(tmp_path / "state")
         self.gallery = Gallery(self.config.database, pipeline.encoder.info.sha256, clock=self.clock)
-        self.factory = pin_factory or make_pin_factory(simulate=True)
-        self.hardware = DoorHardware(Pins(), self.factory)
+        self.factory = pin_factory or make_pin_factory("mock")
+        self.hardware = DoorHardware(GpioSettings(), self.factory)
         factory = camera_factory or (lambda: PlaylistCamera(frames, on_frame=self.tick))
         self.camera = ReconnectingCamera(factory, self.clock)
         self.pipeline = pipeline
@@ -64,7 +64,7 @@ class Rig:
 
     @property
     def relay_pin_high(self) -> bool:
-        return self.factory.pin(Pins().relay).state  # active-low board: energised = pin low
+        return self.factory.pin(GpioSettings().relay_pin).state  # active-low board: energised = pin low
 
     def close(self) -> None:
         if self.door:
@@ -189,7 +189,7 @@ def test_lockout_counts_suspicious_attempts_survives_a_restart_and_expires(rig_f
     assert not any(r.relay_on for r in during), "locked out: even the owner waits"
     # A restart (a new Door on the same gallery) keeps the lockout.
     door.close()
-    rig.hardware = DoorHardware(Pins(), rig.factory)
+    rig.hardware = DoorHardware(GpioSettings(), rig.factory)
     door = rig.start()
     door.liveness = ScriptedLiveness(Liveness.LIVE)
     assert door.decision.locked_out_until is not None
@@ -204,7 +204,7 @@ def test_lockout_counts_suspicious_attempts_survives_a_restart_and_expires(rig_f
 
 
 def press_button(rig: Rig) -> None:
-    rig.factory.pin(Pins().button).drive_low()
+    rig.factory.pin(GpioSettings().button_pin).drive_low()
 
 
 def test_the_button_never_creates_the_first_admin(rig_factory):
@@ -302,7 +302,7 @@ def test_exception_in_the_loop_leaves_the_relay_off(rig_factory, monkeypatch):
 
 def test_sigterm_during_an_unlock_leaves_the_relay_off(tmp_path, monkeypatch):
     """``kiosk run`` on the recorded owner frames; SIGTERM arrives while the door is open."""
-    factory = make_pin_factory(simulate=True)
+    factory = make_pin_factory("mock")
     monkeypatch.setattr("kiosk.gpio.make_pin_factory", lambda simulate: factory)
     state = tmp_path / "state"
     assert cli.main(["enroll", "owner", "--state-dir", str(state), "--images", *map(str, ENROL)]) == 0
@@ -310,7 +310,7 @@ def test_sigterm_during_an_unlock_leaves_the_relay_off(tmp_path, monkeypatch):
     frames.mkdir()
     for i, path in enumerate(OWNER + [EMPTY] * 40):
         (frames / f"{i:03d}.jpg").write_bytes(path.read_bytes())
-    relay = factory.pin(Pins().relay)
+    relay = factory.pin(GpioSettings().relay_pin)
     seen_on = threading.Event()
     real_unlock = DoorHardware.unlock
 
@@ -392,7 +392,7 @@ def test_gpio_failing_while_running_keeps_the_door_locked_and_shows_the_error(ri
 
         def _set_state(self, value):
             energise = not value  # active-low relay board
-            if FailingRelayPin.failing and self.info.name == f"GPIO{Pins().relay}" and energise:
+            if FailingRelayPin.failing and self.info.name == f"GPIO{GpioSettings().relay_pin}" and energise:
                 raise OSError(5, "Input/output error")
             super()._set_state(value)
 

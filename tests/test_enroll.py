@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from kiosk import assemble
 from kiosk.camera import PlaylistCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
-from kiosk.door import decision_settings
 from kiosk.enroll import ButtonEnrollment, capture_from_camera, enroll_from_images
 from kiosk.errors import EnrollmentError
 from kiosk.gallery import Gallery
@@ -23,7 +23,7 @@ FPS = 15
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    return FacePipeline()
+    return assemble.pipeline(Config())
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_agreeing_photos_of_a_new_face_are_enrolled(pipeline, gallery):
 
 
 def _session(gallery, config: Config, clock: FakeClock, **kwargs) -> ButtonEnrollment:
-    return ButtonEnrollment(gallery, config.enrollment, decision_settings(config), clock(), **kwargs)
+    return ButtonEnrollment(gallery, config.enrollment, config.decision, clock(), **kwargs)
 
 
 def _camera_enrolment(pipeline, gallery, kind: str, name: str):

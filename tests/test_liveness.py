@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
+from kiosk import assemble
 from kiosk.camera import PlaylistCamera, ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
@@ -25,7 +26,7 @@ from kiosk.enroll import enroll_from_images
 from kiosk.errors import ModelError
 from kiosk.face import Face, FaceFinder, crop_face
 from kiosk.gallery import Gallery
-from kiosk.gpio import DoorHardware, Pins, make_pin_factory
+from kiosk.gpio import DoorHardware, GpioSettings, make_pin_factory
 from kiosk.images import read_image
 from kiosk.liveness import (
     METADATA_FILE,
@@ -192,7 +193,7 @@ def test_motion_cue_tells_a_moved_plane_from_a_non_rigid_face():
 
 @pytest.fixture(scope="module")
 def pipeline() -> FacePipeline:
-    return FacePipeline()
+    return assemble.pipeline(Config())
 
 
 def _door(tmp_path: Path, pipeline: FacePipeline, frames: list[Path]) -> tuple[Door, Gallery, DoorHardware]:
@@ -201,7 +202,7 @@ def _door(tmp_path: Path, pipeline: FacePipeline, frames: list[Path]) -> tuple[D
     config.storage.state_dir = str(tmp_path / "state")
     gallery = Gallery(config.database, pipeline.encoder.info.sha256, clock=clock)
     enroll_from_images("subject", ENROL, pipeline, gallery)
-    hardware = DoorHardware(Pins(), make_pin_factory(simulate=True))
+    hardware = DoorHardware(GpioSettings(), make_pin_factory("mock"))
     camera = ReconnectingCamera(lambda: PlaylistCamera(frames, on_frame=lambda: clock.advance(1 / FPS)), clock)
     liveness = make_liveness("both", MODELS, window_seconds=config.decision.window_seconds)
     door = Door(config, camera, pipeline, gallery, hardware, clock=clock, liveness=liveness)

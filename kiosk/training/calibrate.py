@@ -24,14 +24,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.config import DetectorConfig
+from kiosk import assemble
 from kiosk.encoder import METADATA_FILE, ModelInfo
 from kiosk.errors import ImageError
-from kiosk.face import DetectorSettings
 from kiosk.images import image_files, read_image
 from kiosk.metrics import accept_rate, equal_error_rate, threshold_for_far
 from kiosk.openset import Cohort, comparison_threshold
-from kiosk.pipeline import FacePipeline
 from kiosk.training.datasets import identity_folders, pair_people, read_pairs
 from kiosk.training.splits import make_split
 
@@ -86,13 +84,6 @@ def calibrate_threshold(embeddings: np.ndarray, labels: np.ndarray, target_far: 
 
 
 # --- Open-set calibration: strangers accepted per attempt at the door -----------------------------
-
-
-def door_detector() -> DetectorSettings:
-    """The Haar settings ``kiosk run`` uses out of the box (``kiosk.config.DetectorConfig`` defaults)."""
-    config = DetectorConfig()
-    return DetectorSettings(work_width=config.work_width, min_face_fraction=config.min_face_fraction,
-                            rotations=tuple(config.rotations))
 
 
 def wild_celeba_halves(identities: list[str]) -> dict[str, set[str]]:
@@ -150,9 +141,10 @@ def embed_through_door(model_dir: Path, images: list[tuple[Path, str]], cache_fi
 
     The cache is reused only when it was made by the same model file, detector settings and image list.
     """
-    pipeline = FacePipeline(model_dir, door_detector(), num_threads=1)
+    config = assemble.default_config(model_dir)
+    pipeline = assemble.pipeline(config, num_threads=1)
     paths = [str(path) for path, _ in images]
-    key = hashlib.sha256("\n".join([pipeline.encoder.info.sha256, repr(door_detector()), *paths]).encode()).hexdigest()
+    key = hashlib.sha256("\n".join([pipeline.encoder.info.sha256, repr(config.detector), *paths]).encode()).hexdigest()
     if cache_file is not None and cache_file.exists():
         cached = np.load(cache_file)
         if str(cached["key"]) == key:
@@ -255,13 +247,13 @@ def tail_check(faces: FaceSet, rates: tuple[float, ...] = CHECK_RATES) -> list[d
 def calibrate_open_set(model_dir: Path, data: Path, cache_dir: Path) -> dict:
     """The ``open_set`` section of ``encoder.json``: the impostor curve on the calibration identities, and its check.
 
-    Every calibration image goes through the door front end (:func:`door_detector`, the
+    Every calibration image goes through the door front end (:func:`kiosk.assemble.default_config`, the
     shipped int8 encoder and its quality gate); embeddings are cached in ``cache_dir``.
     """
     faces = embed_through_door(model_dir, open_set_images(data, "calibrate"), Path(cache_dir) / "calibrate.npz",
                                desc="calibration photos")
     scores = impostor_scores(faces)
-    detector = door_detector()
+    detector = assemble.default_config(model_dir).detector
     return {
         "curve": impostor_curve(scores),
         "rule": "F(t) = the curve (log-linear between points): share of single stranger comparisons scoring above t; "
