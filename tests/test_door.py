@@ -362,7 +362,7 @@ def test_no_snapshots_by_default(rig_factory):
 
 
 def test_a_full_disk_does_not_stop_the_door_and_its_events_are_saved_later(rig_factory, caplog):
-    from tests.test_faults import fill_the_disk, free_the_disk
+    from tests.conftest import fill_the_disk, free_the_disk
 
     later = [EMPTY] * (6 * FPS) + STRANGER  # the door relocks, then a stranger makes the next event
     rig = rig_factory(OWNER + later)

@@ -10,9 +10,9 @@ from kiosk import cli
 def test_embed_writes_paths_embeddings_found_and_skips_corrupt_files(face_tree, tmp_path, capsys):
     (face_tree / "Colin_Powell" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 broken jpeg")
     (face_tree / "Colin_Powell" / "empty.png").write_bytes(b"")
-    from tests.test_face import _png_header_only
+    from tests.conftest import png_header_only
 
-    _png_header_only(face_tree / "Colin_Powell" / "bomb.png", 100_000, 100_000)
+    png_header_only(face_tree / "Colin_Powell" / "bomb.png", 100_000, 100_000)
     blank = np.full((120, 160, 3), 200, np.uint8)
     import cv2
 

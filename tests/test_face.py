@@ -11,7 +11,7 @@ import pytest
 from kiosk.errors import ImageError
 from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder, crop_face
 from kiosk.images import read_image
-from tests.conftest import FACES
+from tests.conftest import FACES, png_header_only
 
 PHOTO = FACES / "Colin_Powell" / "Colin_Powell_0001.jpg"
 
@@ -135,22 +135,10 @@ def test_cmyk_jpeg_is_read_as_bgr(tmp_path):
     assert FaceFinder().largest(image) is not None
 
 
-def _png_header_only(path, width: int, height: int) -> None:
-    """A tiny PNG file whose header declares ``width`` x ``height`` (a decompression-bomb shape)."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
 @pytest.mark.parametrize("width, height", [(9000, 8000), (100_000, 100_000)])
 def test_enormous_images_are_refused_before_decoding(tmp_path, width, height):
     path = tmp_path / "huge.png"
-    _png_header_only(path, width, height)
+    png_header_only(path, width, height)
     assert path.stat().st_size < 200
     with pytest.raises(ImageError, match="huge.png is too large to read safely"):
         read_image(path)

@@ -110,7 +110,7 @@ def test_enroll_from_a_folder_of_bad_files_uses_the_good_ones_and_names_the_rest
     """Corrupt, truncated, zero-byte, enormous and non-image files are named and skipped; odd formats are read."""
     from PIL import Image
 
-    from tests.test_face import _png_header_only
+    from tests.conftest import png_header_only
 
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -120,7 +120,7 @@ def test_enroll_from_a_folder_of_bad_files_uses_the_good_ones_and_names_the_rest
     (photos / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (photos / "zero.png").write_bytes(b"")
     (photos / "notes.jpg").write_text("this is a text file with an image suffix")
-    _png_header_only(photos / "bomb.png", 100_000, 100_000)
+    png_header_only(photos / "bomb.png", 100_000, 100_000)
     image = cv2.imread(str(ENROL[1]))
     Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB)).convert("CMYK").save(photos / "cmyk.jpg")
     cv2.imwrite(str(photos / "gray.png"), cv2.cvtColor(image, cv2.COLOR_BGR2GRAY))
