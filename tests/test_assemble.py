@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from kiosk import assemble, config as config_module
+from kiosk import assemble
+from kiosk import config as config_module
 from kiosk.camera import FolderCamera, backend_for, open_camera
 from kiosk.config import Config, default_state_dir, from_dict
 from kiosk.encoder import RUNTIMES, Encoder, choose_interpreter, runtime_interpreters
