@@ -302,6 +302,23 @@ def test_people_list_set_role_rename_and_remove(tmp_path, capsys):
     assert people("remove", "Robert") == 2 and "no enrolled person is called 'Robert'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", [["people", "list"], ["events"], ["backup", "copy.db"]])
+def test_a_mistyped_state_folder_is_an_error_not_an_empty_door(tmp_path, capsys, command):
+    typo = tmp_path / "stat"
+    assert cli.main([*command, "--state-dir", str(typo)]) == 2
+    assert f"there is no gallery in {typo}" in capsys.readouterr().err
+    assert not typo.exists()
+
+
+def test_options_are_taken_before_or_after_the_people_action(tmp_path, capsys):
+    state = tmp_path / "state"
+    shipped_model_gallery(state).close()
+    assert cli.main(["people", "--state-dir", str(state), "list"]) == 0
+    before = capsys.readouterr().out
+    assert cli.main(["people", "list", "--state-dir", str(state)]) == 0
+    assert capsys.readouterr().out == before and "nobody is enrolled yet" in before
+
+
 def test_enrolling_a_taken_name_says_whose_it_is(tmp_path, capsys):
     state = tmp_path / "state"
     gallery = shipped_model_gallery(state)
