@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kiosk.camera import ReconnectingCamera, open_camera
+from kiosk.camera import Camera, ReconnectingCamera, open_camera
 from kiosk.config import Config
 from kiosk.door import Door
 from kiosk.encoder import DEFAULT_MODEL_DIR, METADATA_FILE, ModelInfo
@@ -71,6 +71,11 @@ def gallery(config: Config, must_exist: bool = False, clock: Callable[[], float]
         raise GalleryError(f"cannot create the state folder {path.parent} ({error.strerror or error}): set "
                            "storage.state_dir in the config, or --state-dir, to a folder this user can write") from error
     return Gallery(path, model_info(config).sha256, clock=clock)
+
+
+def frames(config: Config) -> Camera:
+    """The camera of ``[camera]`` opened once, for a command that reports a failure rather than waiting (enrolment, selftest)."""
+    return open_camera(config.camera)
 
 
 def camera(config: Config, clock: Callable[[], float] = time.monotonic) -> ReconnectingCamera:

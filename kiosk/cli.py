@@ -173,11 +173,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 def _enroll_from_camera(args, config: Config, pipeline, gallery):
     """Enrol at the camera; whoever has this shell is trusted (no admin check), so this is how the first admin is made."""
     from kiosk import assemble
-    from kiosk.camera import open_camera
     from kiosk.enroll import ButtonEnrollment, capture_from_camera
 
     liveness = assemble.liveness(config)
-    camera = open_camera(config.camera)
+    camera = assemble.frames(config)
     print(f"look at the camera and turn your head a little, for up to {config.enrollment.capture_seconds:g} s ...")
     try:
         session = ButtonEnrollment(gallery, config.enrollment, config.decision, time.monotonic(),
@@ -272,7 +271,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
                              "then restore, then sudo systemctl start kiosk") from error
     try:
         people = Gallery.restore(args.file, config.database, info.sha256)
-        gallery = Gallery(config.database, info.sha256)
+        gallery = assemble.gallery(config)
         try:
             damaged = gallery.damaged_templates()
         finally:

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kiosk import assemble
-from kiosk.camera import open_camera
 from kiosk.config import Config
 from kiosk.decision import Led
 
@@ -60,7 +59,7 @@ def run_selftest(config: Config, relay: bool, button: bool, button_timeout: floa
             gallery.close()
 
     def camera() -> tuple[str, str]:
-        cam = open_camera(config.camera)
+        cam = assemble.frames(config)
         try:
             start = time.monotonic()
             frames = [cam.read() for _ in range(10)]

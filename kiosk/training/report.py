@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kiosk import assemble
 from kiosk.encoder import METADATA_FILE, MODEL_FILE
 from kiosk.face import crop_face
 from kiosk.training.evaluate import HARD_LIGHT, Scores, all_pairs, lfw_view1, plot_roc, time_encoder
@@ -41,9 +42,8 @@ def count_macs(size: int = 112) -> float:
 
 def pipelines(models: Path, peers: bool) -> dict[str, Callable]:
     """Name -> callable(BGR image) -> embedding or None."""
-    from kiosk.pipeline import FacePipeline
 
-    kiosk = FacePipeline(models)
+    kiosk = assemble.pipeline(assemble.default_config(models))
 
     def face_kiosk(image):
         result = kiosk.embed_largest(image)
@@ -121,14 +121,13 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
 
     detection = detection_rates(data)
 
-    from kiosk.pipeline import FacePipeline
 
-    encoder = FacePipeline(models).encoder
+    encoder = assemble.pipeline(assemble.default_config(models)).encoder
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 255, (16, encoder.input_size, encoder.input_size, 3), dtype=np.uint8)
     speed = {}
     for threads in (1, 2):
-        speed[threads] = time_encoder(FacePipeline(models, num_threads=threads).encoder, crops)
+        speed[threads] = time_encoder(assemble.pipeline(assemble.default_config(models), num_threads=threads).encoder, crops)
     macs = count_macs(encoder.input_size)
     size_mb = (models / MODEL_FILE).stat().st_size / 1e6
 
