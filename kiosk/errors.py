@@ -46,3 +46,7 @@ class EnrollmentError(FaceKioskError):
 
 class ServiceRunning(FaceKioskError):
     """``<state_dir>/kiosk.lock`` is held: ``kiosk run`` (or a restore) is using the state folder."""
+
+
+class TrainingError(FaceKioskError):
+    """A training step (``kiosk-train``, the desktop tool) cannot go on: missing tools or data, or a result that must not ship."""

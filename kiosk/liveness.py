@@ -210,7 +210,7 @@ class Fusion:
     texture CNN finds borderline, never one it finds clearly printed, while
     planar motion can pull the score down all the way. The weight and offset
     come from a logistic model fitted on held-out validation attempts (see
-    :mod:`kiosk.training.liveness`).
+    :func:`kiosk.training.liveness.fusion.fit_fusion`).
     """
 
     texture_threshold: float

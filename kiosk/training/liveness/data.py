@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from kiosk.errors import TrainingError
 from kiosk.face import CROP_GEOMETRY, CropGeometry, FaceFinder, crop_face
 from kiosk.images import read_image
 from kiosk.liveness import MotionCue
-from kiosk.training import TrainingError
 
 INPUT_SIZE = 64
 """Side of the texture CNN's square RGB input (the shared crop, smaller than the encoder's)."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kiosk.errors import TrainingError
 from kiosk.liveness import Fusion
-from kiosk.training import TrainingError
 from kiosk.training.liveness.data import Prepared
 from kiosk.training.liveness.metrics import choose_threshold
 
