@@ -86,6 +86,7 @@ class DetectorSettings:
     min_neighbors: int = 5  # Haar overlapping detections needed for a face
     use_clahe: bool = True  # a contrast-limited pass when the first finds nothing (hard light)
     use_quotient: bool = True  # a self-quotient pass when those find nothing (backlight)
+    use_border: bool = True  # a last, small pass with a border added, for photos the face fills (ID photos, avatars)
 
 
 class FaceFinder:
@@ -126,6 +127,8 @@ class FaceFinder:
             if faces:
                 break
             faces = self._detect(equalised, angle, factor, f"haar@{angle:+.0f}")
+        if not faces and self.settings.use_border:
+            faces = self._detect_filling(gray, factor)
         return drop_enclosing(faces)
 
     def largest(self, image: np.ndarray) -> Face | None:
@@ -164,6 +167,31 @@ class FaceFinder:
                 )
             )
         return faces
+
+
+    def _detect_filling(self, gray: np.ndarray, factor: float) -> list[Face]:
+        """Faces that fill the image: Haar needs some head and background around a face, which a tight
+        crop (an ID photo, an avatar) cuts off, so the image is shrunk, given a border of its own edge
+        pixels and searched for one large face only (a few milliseconds; never a small one)."""
+        shrink = min(1.0, BORDER_PASS_WIDTH / gray.shape[1])
+        small = cv2.resize(gray, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else gray
+        pad = int(round(BORDER_PASS_PAD * small.shape[1]))
+        framed = cv2.equalizeHist(cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+        min_side = int(BORDER_PASS_MIN_FACE * min(small.shape))
+        boxes = self._cascade.detectMultiScale(framed, scaleFactor=self.settings.scale_factor,
+                                               minNeighbors=self.settings.min_neighbors, minSize=(min_side, min_side))
+        scale = factor * shrink
+        return [Face(x=(x - pad) / scale, y=(y - pad) / scale, w=w / scale, h=h / scale, angle=0.0,
+                     center=((x - pad + w / 2) / scale, (y - pad + h / 2) / scale), pass_name="haar+border")
+                for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
+
+
+BORDER_PASS_WIDTH = 96
+"""Width the border pass searches at: a face that fills the image is large at any resolution."""
+BORDER_PASS_PAD = 0.35
+"""Border added on each side, as a fraction of the image width (measured best among 0.2 and 0.35 on tight LFW crops)."""
+BORDER_PASS_MIN_FACE = 0.35
+"""Smallest face the border pass accepts, as a fraction of the image's shorter side: only faces that fill it."""
 
 
 def self_quotient(gray: np.ndarray) -> np.ndarray:

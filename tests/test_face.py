@@ -161,3 +161,34 @@ def test_backlit_face_is_found_by_the_self_quotient_pass_at_the_right_place():
     assert face is not None and face.pass_name == "haar+quotient"
     assert abs(face.center[0] - lit.center[0]) < 0.2 * lit.w and abs(face.center[1] - lit.center[1]) < 0.2 * lit.w
     assert 0.7 < face.w / lit.w < 1.4
+
+
+def test_a_face_that_fills_the_photo_is_found_by_the_border_pass_where_it_is():
+    """ID photos and avatars: cropped to the face, Haar alone misses most of them."""
+    from kiosk.images import image_files
+
+    plain = FaceFinder(DetectorSettings(use_border=False))
+    missed_before = missed_after = 0
+    for path in image_files(FACES):
+        image = read_image(path)
+        face = plain.largest(image)
+        if face is None:
+            continue
+        (cx, cy), side = face.center, 0.8 * face.w
+        tight = cv2.resize(image[int(cy - side / 2):int(cy + side / 2), int(cx - side / 2):int(cx + side / 2)], (200, 200))
+        missed_before += not plain.find(tight)
+        found = FaceFinder().largest(tight)
+        missed_after += found is None
+        if found is not None and found.pass_name == "haar+border":
+            # The box lies on the face: centred in the photo and about as large as it (it may reach past the edges).
+            assert abs(found.center[0] - 100) < 25 and abs(found.center[1] - 100) < 30
+            assert 120 < found.w < 300
+    assert missed_before >= 5 and missed_after == 0
+
+
+def test_the_border_pass_finds_no_face_in_an_empty_scene():
+    from kiosk.demo import demo_data
+
+    empty = read_image(demo_data() / "frames" / "empty_00.jpg")
+    assert FaceFinder().find(empty) == []
+    assert FaceFinder().find(cv2.resize(empty, (200, 200))) == []
