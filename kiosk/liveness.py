@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 
 from kiosk.decision import Liveness
-from kiosk.encoder import DEFAULT_MODEL_DIR, load_verified_model, run_interpreter
+from kiosk.encoder import DEFAULT_MODEL_DIR, load_verified_model
 from kiosk.errors import ModelError
-from kiosk.face import Face, crop_face
+from kiosk.face import Face
 
 MODEL_FILE = "liveness.tflite"
 METADATA_FILE = "liveness.json"
@@ -232,12 +232,22 @@ class Fusion:
         return self.motion_weight * self.motion_range[1] + self.motion_offset
 
 
+@dataclass(frozen=True)
+class ContextCrop:
+    """One network's input: the face box grown ``scale`` times about its centre, fed as input ``input_name``."""
+
+    input_name: str
+    scale: float
+
+
 @dataclass
 class LivenessInfo:
     """The metadata stored next to the model in ``liveness.json``."""
 
     input_size: int
     sha256: str
+    crops: tuple[ContextCrop, ...]
+    work_width: int
     texture_threshold: float
     fused_threshold: float
     fusion: Fusion
@@ -250,7 +260,7 @@ class LivenessInfo:
         try:
             data = json.loads(Path(path).read_text())
         except FileNotFoundError as error:
-            raise ModelError(f"liveness metadata {path} is missing; reinstall face-kiosk or retrain "
+            raise ModelError(f"liveness metadata {path} is missing; reinstall face-kiosk or rebuild it "
                              "(python -m kiosk.training.liveness)") from error
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ModelError(f"liveness metadata {path} is not valid JSON: {error}") from error
@@ -258,6 +268,8 @@ class LivenessInfo:
             return cls(
                 input_size=int(data["input"]["size"]),
                 sha256=str(data["tflite_sha256"]),
+                crops=tuple(ContextCrop(str(c["input"]), float(c["scale"])) for c in data["input"]["crops"]),
+                work_width=int(data["input"]["work_width"]),
                 texture_threshold=float(data["threshold"]["texture"]),
                 fused_threshold=float(data["threshold"]["both"]),
                 fusion=Fusion(
@@ -274,8 +286,77 @@ class LivenessInfo:
             raise ModelError(f"liveness metadata {path} lacks or mangles the field {error}") from error
 
 
+def context_box(width: int, height: int, box: tuple[float, float, float, float], scale: float) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom), inclusive, of ``box`` (x, y, w, h) grown ``scale`` times about its centre.
+
+    MiniFASNet's own rule (Silent-Face-Anti-Spoofing's ``CropImage``): the
+    scale is capped so the grown box fits the image, and a box that crosses
+    an edge is shifted back inside, never padded, so the crop always holds
+    real surroundings (a paper edge, a bezel, a hand).
+    """
+    x, y, w, h = box
+    scale = min((height - 1) / h, (width - 1) / w, scale)
+    grown_w, grown_h = w * scale, h * scale
+    cx, cy = x + w / 2, y + h / 2
+    left, top, right, bottom = cx - grown_w / 2, cy - grown_h / 2, cx + grown_w / 2, cy + grown_h / 2
+    if left < 0:
+        right, left = right - left, 0.0
+    if top < 0:
+        bottom, top = bottom - top, 0.0
+    if right > width - 1:
+        left, right = left - (right - width + 1), width - 1.0
+    if bottom > height - 1:
+        top, bottom = top - (bottom - height + 1), height - 1.0
+    return int(left), int(top), int(right), int(bottom)
+
+
+def context_crops(frame: np.ndarray, face: Face, crops: tuple[ContextCrop, ...], work_width: int, size: int) -> list[np.ndarray]:
+    """The BGR ``size`` x ``size`` context crop of ``face`` for each network, from the frame at ``work_width`` pixels.
+
+    The box is the Haar box (for a face found in a rotated pass, a box of its
+    size about its centre in the frame); the frame is first brought to
+    ``work_width`` like the detector's, so the crops look alike whatever the camera's resolution.
+    """
+    factor = min(1.0, work_width / frame.shape[1])
+    if factor < 1.0:
+        frame = cv2.resize(frame, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    if frame.ndim == 2:
+        frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    w, h = face.w * factor, face.h * factor
+    if face.angle:
+        x, y = face.center[0] * factor - w / 2, face.center[1] * factor - h / 2
+    else:
+        x, y = face.x * factor, face.y * factor
+    height, width = frame.shape[:2]
+    out = []
+    for crop in crops:
+        left, top, right, bottom = context_box(width, height, (x, y, w, h), crop.scale)
+        out.append(cv2.resize(frame[top:bottom + 1, left:right + 1], (size, size)))
+    return out
+
+
+REAL_CLASS = 1
+"""Index of the "real face" class in each network's three logits (0 and 2 are attacks)."""
+MAX_LOGIT = 9.0
+"""The per-frame texture logit is clipped to +-this (a probability within about 1e-4 of 0 or 1)."""
+
+
+def real_logit(logits: np.ndarray) -> float:
+    """log(p / (1 - p)) of p, the mean over the networks of their softmax "real" probability.
+
+    ``logits`` holds each network's three logits in turn. p >= 0.5 (logit
+    >= 0) is MiniFASNet's own rule, real when the summed "real" probability
+    is the largest, up to ties with the two attack classes.
+    """
+    per_network = logits.reshape(-1, 3)
+    shifted = np.exp(per_network - per_network.max(axis=1, keepdims=True))
+    real = float(np.mean(shifted[:, REAL_CLASS] / shifted.sum(axis=1)))
+    logit = np.log(max(real, 1e-12)) - np.log(max(1.0 - real, 1e-12))
+    return float(np.clip(logit, -MAX_LOGIT, MAX_LOGIT))
+
+
 class TextureClassifier:
-    """The int8 CNN that tells a live face crop from a printed one; returns a logit (> 0: live)."""
+    """MiniFASNet's two context-crop CNNs in one TFLite file; returns a logit per face (> 0: real)."""
 
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, num_threads: int = 1, runtime: str = "auto") -> None:
         model_dir = Path(model_dir)
@@ -284,14 +365,38 @@ class TextureClassifier:
         self.runtime, self._interpreter = load_verified_model(
             self.model_path, self.info.sha256, self.info.input_size, num_threads, what="liveness model", runtime=runtime
         )
+        details = {d["name"]: d for d in self._interpreter.get_input_details()}
+        self._inputs = []
+        for crop in self.info.crops:
+            named = [d for name, d in details.items() if name.split(":")[0].endswith(crop.input_name)]
+            if len(named) != 1:
+                raise ModelError(f"liveness model {self.model_path} has no input {crop.input_name!r} (its metadata names it); "
+                                 f"its inputs: {', '.join(details)}")
+            self._inputs.append(named[0])
+        self._output = self._interpreter.get_output_details()[0]
 
-    def score_crop(self, crop: np.ndarray) -> float:
-        """Live-vs-photo logit of one uint8 RGB crop of ``input_size``."""
-        return float(run_interpreter(self._interpreter, crop).reshape(-1)[0])
+    def crops(self, frame: np.ndarray, face: Face) -> list[np.ndarray]:
+        """The networks' context crops of ``face`` in a BGR frame."""
+        return context_crops(frame, face, self.info.crops, self.info.work_width, self.info.input_size)
+
+    def logits(self, crops: list[np.ndarray]) -> np.ndarray:
+        """The networks' raw logits (three each, in ``info.crops`` order) for their BGR uint8 crops."""
+        for detail, crop in zip(self._inputs, crops):
+            data = crop.astype(np.float32)
+            if detail["dtype"] == np.int8:
+                scale, zero = detail["quantization"]
+                data = np.clip(np.round(data / scale + zero), -128, 127).astype(np.int8)
+            self._interpreter.set_tensor(detail["index"], data[None])
+        self._interpreter.invoke()
+        raw = self._interpreter.get_tensor(self._output["index"])[0]
+        if self._output["dtype"] == np.int8:
+            scale, zero = self._output["quantization"]
+            return (raw.astype(np.float32) - zero) * scale
+        return raw.astype(np.float32)
 
     def score(self, frame: np.ndarray, face: Face) -> float:
-        """Live-vs-photo logit of ``face`` in a BGR frame (the shared crop, at the model's size)."""
-        return self.score_crop(crop_face(frame, face, size=self.info.input_size))
+        """Real-vs-attack logit of ``face`` in a BGR frame (see :func:`real_logit`)."""
+        return real_logit(self.logits(self.crops(frame, face)))
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,15 @@
-"""Liveness: the shipped int8 texture model in both runtimes, the motion cue, the fusion, the door, the CSV tool.
+"""Liveness: the shipped MiniFASNet file against its ONNX reference, the context crop, the motion cue, the fusion, the door, the CSV tool.
 
-The fixture frames (tests/fixtures/liveness, see its README) are from a NUAA subject held out from the
-model's training: a live attempt, a printed-photo attempt of the same person, and three live frames
-from another session to enrol them.
+The fixture frames (tests/fixtures/liveness, see its README) are from a NUAA subject (0006) that
+MiniFASNet never saw and that the shipped fusion was not fitted on: a live attempt, a printed-photo
+attempt of the same person, and three live frames from another session to enrol them.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -21,29 +22,35 @@ from kiosk.camera import PlaylistCamera, ReconnectingCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
 from kiosk.door import Door
-from kiosk.encoder import run_interpreter, runtime_interpreters, sha256_of
+from kiosk.encoder import runtime_interpreters, sha256_of
 from kiosk.enroll import enroll_from_images
 from kiosk.errors import ModelError
-from kiosk.face import Face, FaceFinder, crop_face
+from kiosk.face import Face, FaceFinder
 from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware, GpioSettings, make_pin_factory
 from kiosk.images import read_image
 from kiosk.liveness import (
     METADATA_FILE,
     MODEL_FILE,
+    ContextCrop,
     Liveness,
     LivenessChecker,
     LivenessInfo,
     MotionCue,
     NoLivenessCheck,
+    TextureClassifier,
+    context_box,
+    context_crops,
     make_liveness,
+    real_logit,
 )
 from kiosk.liveness_cli import add_parser, cmd_liveness, liveness_csv, natural_key
 from kiosk.pipeline import FacePipeline
-from kiosk.training.runtime_check import embed_in_runtime
+from kiosk.training.liveness.minifasnet import DEFAULT_ONNX_DIR, NETWORKS
 from tests.conftest import FIXTURES, MODELS
 
 FRAMES = FIXTURES / "liveness"
+ONNX_DIR = Path(__file__).resolve().parents[1] / DEFAULT_ONNX_DIR
 LIVE = sorted((FRAMES / "live").glob("*.jpg"), key=natural_key)
 SPOOF = sorted((FRAMES / "spoof").glob("*.jpg"), key=natural_key)
 ENROL = sorted((FRAMES / "enrol").glob("*.jpg"), key=natural_key)
@@ -80,27 +87,73 @@ def test_shipped_model_matches_its_metadata():
     assert sha256_of(MODELS / MODEL_FILE) == info.sha256
     interpreter = runtime_interpreters()["ai-edge-litert"](model_path=str(MODELS / MODEL_FILE))
     interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    assert tuple(inp["shape"]) == (1, info.input_size, info.input_size, 3)
-    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8 and tuple(out["shape"]) == (1, 1)
-    assert "DEQUANTIZE" not in {op["op_name"] for op in interpreter._get_ops_details()}  # full int8
-    assert info.extra["threshold"]["both"] == 0.0 and info.fusion.texture_threshold == info.texture_threshold
+    inputs = interpreter.get_input_details()
+    assert sorted(c.scale for c in info.crops) == [2.7, 4.0] and len(inputs) == 2
+    assert all(tuple(d["shape"]) == (1, info.input_size, info.input_size, 3) for d in inputs)
+    assert tuple(interpreter.get_output_details()[0]["shape"]) == (1, 6)  # three logits per network
+    assert info.texture_threshold == 0.0 and info.extra["threshold"]["both"] == 0.0
 
 
-def test_texture_model_runs_alike_in_both_runtimes(live, spoof):
-    info = LivenessInfo.load(MODELS / METADATA_FILE)
-    crops = np.stack([crop_face(image, face, size=info.input_size) for image, face in live + spoof])
-    interpreter = runtime_interpreters()["ai-edge-litert"](model_path=str(MODELS / MODEL_FILE))
-    interpreter.allocate_tensors()
-    in_process = np.array([run_interpreter(interpreter, crop)[0] for crop in crops])
-    live_logits, spoof_logits = in_process[: len(live)], in_process[len(live):]
-    assert live_logits.min() > spoof_logits.max()
-    if "tflite-runtime" not in runtime_interpreters():
-        pytest.skip("tflite-runtime is not installed (pip install -e '.[tflite]')")
-    # tflite-runtime 2.14 cannot share a process with TensorFlow, which other tests may have imported.
-    other = embed_in_runtime("tflite-runtime", MODELS / MODEL_FILE, crops).reshape(-1)
-    step = interpreter.get_output_details()[0]["quantization"][0]
-    assert np.abs(other - in_process).max() <= step + 1e-6
+def test_shipped_file_scores_the_fixtures_as_the_onnx_reference_does(live, spoof):
+    """The converted file against MiniFASNet's ONNX files run by OpenCV: same logits, every live frame real, every print not."""
+    classifier = TextureClassifier(MODELS)
+    crops = [classifier.crops(image, face) for image, face in live + spoof]
+    shipped = np.array([classifier.logits(pair) for pair in crops])
+    if ONNX_DIR.is_dir():
+        reference = np.concatenate([_opencv_logits(ONNX_DIR / n.onnx_name, [pair[i] for pair in crops])
+                                    for i, n in enumerate(NETWORKS)], axis=1)
+        assert np.abs(shipped - reference).max() < 1e-3
+    scores = np.array([real_logit(v) for v in shipped])
+    assert scores[:len(live)].min() > 0 > scores[len(live):].max()
+
+
+def _opencv_logits(path: Path, crops: list[np.ndarray]) -> np.ndarray:
+    net = cv2.dnn.readNetFromONNX(str(path))
+    out = []
+    for crop in crops:
+        net.setInput(cv2.dnn.blobFromImage(crop.astype(np.float32)))
+        out.append(net.forward().reshape(-1))
+    return np.array(out)
+
+
+def test_context_box_is_grown_about_the_centre_and_shifted_inside_never_padded():
+    # Inside the frame: 2.7 times the box about its centre.
+    assert context_box(320, 240, (140, 100, 40, 40), 2.7) == (106, 66, 214, 174)
+    # Near the left and top edges: the same size, shifted back inside.
+    left, top, right, bottom = context_box(320, 240, (0, 5, 40, 40), 2.7)
+    assert (left, top) == (0, 0) and (right - left, bottom - top) == (108, 108)
+    # Near the right and bottom edges.
+    left, top, right, bottom = context_box(320, 240, (290, 210, 30, 30), 4.0)
+    assert (right, bottom) == (319, 239) and (right - left, bottom - top) == (120, 120)
+    # Larger than the frame allows: the scale is capped at what fits, so no pixel is ever outside the image.
+    left, top, right, bottom = context_box(320, 240, (100, 60, 120, 120), 4.0)
+    assert top == 0 and bottom == 239 and 0 <= left and right <= 319
+
+
+def test_context_crops_come_from_the_frame_at_the_work_width():
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[:, 320:] = 255  # the right half is white
+    face = Face(x=300, y=200, w=80, h=80, angle=0.0, center=(340.0, 240.0), pass_name="test")
+    (crop,) = context_crops(frame, face, (ContextCrop("crop_2_7", 2.0),), 320, 80)
+    assert crop.shape == (80, 80, 3)
+    assert crop[:, :28].max() == 0 and crop[:, 32:].min() == 255  # centred on the box: the white edge in the middle
+    tilted = Face(x=0, y=0, w=80, h=80, angle=10.0, center=(340.0, 240.0), pass_name="haar@+10")
+    assert np.array_equal(context_crops(frame, tilted, (ContextCrop("crop_2_7", 2.0),), 320, 80)[0], crop)
+
+
+def test_metadata_without_its_crops_is_refused(tmp_path):
+    for name in (MODEL_FILE, METADATA_FILE):
+        shutil.copy(MODELS / name, tmp_path / name)
+    data = json.loads((tmp_path / METADATA_FILE).read_text())
+    del data["input"]["crops"]
+    (tmp_path / METADATA_FILE).write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="crops"):
+        make_liveness("both", tmp_path)
+    data = json.loads((MODELS / METADATA_FILE).read_text())
+    data["input"]["crops"][0]["input"] = "crop_9"
+    (tmp_path / METADATA_FILE).write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="no input 'crop_9'"):
+        make_liveness("texture", tmp_path)
 
 
 def test_damaged_or_missing_model_is_refused(tmp_path):

@@ -137,3 +137,96 @@ def test_missing_train_extra_is_a_message_and_exit_status_2(tmp_path: Path, monk
     error = capsys.readouterr().err
     assert error.startswith(f"{cli.PROG}: tensorflow cannot be imported") and TRAIN_EXTRA in error
     assert not (tmp_path / "cache").exists()  # refused before any step ran
+
+
+# The MiniFASNet conversion ------------------------------------------------------------------------------
+
+
+def _tiny_graph(path: Path, extra_op: str | None = None) -> Path:
+    """An ONNX graph with every op MiniFASNet uses (strided padded conv, depthwise conv, PRelu, SE block, flatten, MatMul, BN)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+
+    def weight(name: str, *shape: int, scale: float = 0.2) -> onnx.TensorProto:
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    initializers = [weight("w1", 4, 3, 3, 3, scale=0.01), weight("b1", 4), weight("a1", 4, 1, 1),
+                    weight("wd", 4, 1, 3, 3), weight("bd", 4), weight("ws1", 2, 4, 1, 1), weight("bs1", 2),
+                    weight("ws2", 4, 2, 1, 1), weight("bs2", 4), weight("wm", 64, 5),
+                    numpy_helper.from_array(np.abs(rng.standard_normal(5)).astype(np.float32) + 0.5, "gamma"),
+                    weight("beta", 5), weight("mean", 5), numpy_helper.from_array(np.full(5, 2.0, np.float32), "var"),
+                    weight("wo", 5, 3)]
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("PRelu", ["c1", "a1"], ["p1"]),
+        helper.make_node("Conv", ["p1", "wd", "bd"], ["d1"], kernel_shape=[3, 3], strides=[1, 1], pads=[1, 1, 1, 1], group=4),
+        helper.make_node("GlobalAveragePool", ["d1"], ["g"]),
+        helper.make_node("Conv", ["g", "ws1", "bs1"], ["s1"], kernel_shape=[1, 1]),
+        helper.make_node("Relu", ["s1"], ["r"]),
+        helper.make_node("Conv", ["r", "ws2", "bs2"], ["s2"], kernel_shape=[1, 1]),
+        helper.make_node("Sigmoid", ["s2"], ["sg"]),
+        helper.make_node("Mul", ["d1", "sg"], ["m"]),
+        helper.make_node("Add", ["m", "p1"], ["sum"]),
+        helper.make_node("Constant", [], ["shape"], value=numpy_helper.from_array(np.array([1, -1], np.int64))),
+        helper.make_node("Reshape", ["sum", "shape"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "wm"], ["fc"]),
+        helper.make_node("BatchNormalization", ["fc", "gamma", "beta", "mean", "var"], ["bn"], epsilon=1e-5),
+        helper.make_node("MatMul", ["bn", "wo"], ["logits"]),
+    ]
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, ["logits"], ["extra"]))
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("extra" if extra_op else "logits", TensorProto.FLOAT, [1, 3])],
+                              initializers)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    return path
+
+
+def test_converted_graph_matches_opencv_on_the_onnx_file(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    from kiosk.training.liveness.minifasnet import load_onnx, onnx_logits_opencv, onnx_to_keras
+
+    path = _tiny_graph(tmp_path / "tiny.onnx")
+    crops = np.random.default_rng(1).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)  # BGR 0..255, NHWC
+    converted = np.asarray(onnx_to_keras(load_onnx(path)).predict(crops.astype(np.float32), verbose=0))
+    reference = onnx_logits_opencv(path, crops)
+    assert np.abs(reference).max() > 0.1  # the graph computes something
+    assert np.abs(converted - reference).max() < 1e-4
+
+
+def test_an_op_the_converter_does_not_know_is_a_training_error_naming_it(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    from kiosk.training.liveness.minifasnet import load_onnx, onnx_to_keras
+
+    with pytest.raises(TrainingError, match="Softmax"):
+        onnx_to_keras(load_onnx(_tiny_graph(tmp_path / "tiny.onnx", extra_op="Softmax")))
+    with pytest.raises(TrainingError, match="--minifasnet"):
+        load_onnx(tmp_path / "missing.onnx")
+
+
+def test_int8_export_is_full_integer_and_agrees_with_the_float_model(tmp_path: Path) -> None:
+    pytest.importorskip("tensorflow")
+    from kiosk.training.liveness.minifasnet import agreement, export_tflite, load_onnx, onnx_to_keras
+
+    model = onnx_to_keras(load_onnx(_tiny_graph(tmp_path / "tiny.onnx")))
+    crops = np.random.default_rng(2).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    tflite = export_tflite(model, tmp_path / "tiny.tflite", [{"crop": crop} for crop in crops])
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tflite))
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    assert {op["op_name"] for op in interpreter._get_ops_details()}.isdisjoint({"DEQUANTIZE", "QUANTIZE"})
+    quantised = []
+    for crop in crops:
+        scale, zero = inp["quantization"]
+        interpreter.set_tensor(inp["index"], np.clip(np.round(crop / scale + zero), -128, 127).astype(np.int8)[None])
+        interpreter.invoke()
+        scale, zero = out["quantization"]
+        quantised.append((interpreter.get_tensor(out["index"])[0].astype(np.float32) - zero) * scale)
+    float_logits = np.asarray(model.predict(crops.astype(np.float32), verbose=0))
+    check = agreement(float_logits, np.array(quantised))
+    assert check["mean_abs_logit_error"] < 0.1 * np.abs(float_logits).mean()

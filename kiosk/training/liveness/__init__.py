@@ -1,32 +1,30 @@
-"""Train, export and evaluate the liveness (anti-spoofing) model on NUAA.
+"""Build the liveness (anti-spoofing) model from MiniFASNet's ONNX files and validate it on NUAA.
 
-One run, fixed seed, a few minutes on a 2-core CPU:
+One run, a few minutes on a 2-core CPU:
 
-    python -m kiosk.training.liveness --data ../shared/data/nuaa_train --out kiosk/models
+    python -m kiosk.training.liveness --data ../shared/data/nuaa_train \\
+        --minifasnet ../shared/models/minifasnet --out kiosk/models
 
-Subjects are never split between training and evaluation. The subjects in
-TEST_SUBJECTS (data.py) are held out for the final report; the others train
-the shipped model. The steps:
+The texture cue is MiniFASNet (minivision-ai, Apache-2.0): two 80x80 CNNs
+on context crops 2.7 and 4.0 times the face box. They are converted, not
+trained: NUAA only validates them and fits the fusion with the motion cue.
+The steps:
 
-1. prepare (data.py): every frame through the door's own front end
-   (kiosk.face.FaceFinder, kiosk.face.crop_face at INPUT_SIZE with some
-   context for augmentation), and the motion cue (kiosk.liveness.MotionCue)
-   over each attempt. Each NUAA session (ID_glasses_pos_session, frames in
-   frame-number order) is cut into attempts of ATTEMPT_FRAMES to
-   2 * ATTEMPT_FRAMES - 1 consecutive frames.
-2. validate (run.py, fusion.py): INNER_FOLDS over the training subjects: a
-   texture CNN (model.py) trained without a fold's subject scores that
-   subject, so every training subject gets honest held-out scores. On those
-   the texture threshold is chosen (lowest ACER, centre of the best interval)
-   and the fusion with the motion cue is fitted.
-3. train and export (model.py, export.py): the shipped CNN on all training
-   subjects, full-int8 TFLite (TFLITE_BUILTINS_INT8, int8 in and out),
-   checked in every installed TFLite runtime against the float model.
-4. evaluate (evaluate.py, metrics.py, report.py): the held-out subjects
-   through the runtime class itself (kiosk.liveness.LivenessChecker on the
-   int8 file): APCER, BPCER and ACER at the shipped thresholds, what it costs
-   a live person at the door, the time per face, a Markdown report with
-   histograms and a DET curve.
+1. prepare (data.py): every NUAA frame through the door's own front end
+   (kiosk.face.FaceFinder, kiosk.liveness.context_crops) and the motion cue
+   (kiosk.liveness.MotionCue); sessions cut into attempts of ATTEMPT_FRAMES
+   to 2 * ATTEMPT_FRAMES - 1 consecutive frames.
+2. convert (minifasnet.py): each ONNX graph rebuilt node by node as a Keras
+   model, checked against cv2.dnn.readNetFromONNX; both in one float32
+   TFLite file (shipped) and a full-int8 one (checked, not shipped: slower
+   on x86 and less exact).
+3. validate (run.py): leave one capture session out (01/02 in the file
+   names) and leave one subject out; the fusion (and a comparison texture
+   threshold) fitted without the part scored; the ONNX files scored beside.
+4. fit and evaluate: the shipped fusion on every subject but TEST_SUBJECTS,
+   which are then scored through kiosk.liveness.LivenessChecker (rates, the
+   door's view, time per face); synthetic screen replays (screens.py);
+   a Markdown report with per-subject tables and DET curves.
 
-Training is plain Keras 3 (any backend); the int8 export needs TensorFlow.
+The conversion is plain Keras 3; the TFLite export needs TensorFlow.
 """

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import kiosk.training.liveness
 from kiosk.training import exit_status, require_train_extra
-from kiosk.training.liveness.model import TrainSettings
+from kiosk.training.liveness.minifasnet import DEFAULT_ONNX_DIR
 from kiosk.training.liveness.run import run
 
 PROG = "python -m kiosk.training.liveness"
@@ -20,9 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the NUAA training tree with live/ and spoof/ (default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("kiosk/models"), help="where to write liveness.tflite, .json and the report")
     parser.add_argument("--cache", type=Path, default=Path("cache/liveness"), help="prepared frames (reused when present)")
-    parser.add_argument("--epochs", type=int, default=TrainSettings.epochs,
-                        help="epochs of each texture CNN training (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=TrainSettings.seed, help="the run's one seed (default %(default)s)")
+    parser.add_argument("--minifasnet", type=Path, default=DEFAULT_ONNX_DIR,
+                        help="the folder with MiniFASNet's two ONNX files (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="the run's one seed (default %(default)s)")
     return parser
 
 
@@ -31,6 +31,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def train() -> None:
         require_train_extra()
-        run(args.data, args.out, args.cache, TrainSettings(epochs=args.epochs, seed=args.seed))
+        run(args.data, args.out, args.cache, args.minifasnet, args.seed)
 
     return exit_status(PROG, train)

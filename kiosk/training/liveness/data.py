@@ -6,33 +6,27 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from kiosk.errors import TrainingError
-from kiosk.face import CROP_GEOMETRY, CropGeometry, FaceFinder, crop_face
+from kiosk.face import FaceFinder
 from kiosk.images import read_image
-from kiosk.liveness import MotionCue
+from kiosk.liveness import MotionCue, context_crops
 
-INPUT_SIZE = 64
-"""Side of the texture CNN's square RGB input (the shared crop, smaller than the encoder's)."""
-CONTEXT = 1.25
-"""The cached crop is this much larger than the model's, so augmentation can shift and zoom."""
-CONTEXT_SIZE = round(INPUT_SIZE * CONTEXT)
 ATTEMPT_FRAMES = 5
 """Frames per evaluation attempt (a session's leftover frames join its last attempt)."""
 TEST_SUBJECTS = ("0003", "0006", "0009")
-"""Held out from all training and threshold choice; the report is on these."""
-INNER_FOLDS = (("0001",), ("0002",), ("0004",), ("0005",), ("0007",), ("0008",))
-"""Validation folds over the training subjects, one subject each (fusion and thresholds are fitted on their scores)."""
+"""Left out of the shipped fusion fit: every NUAA subject is unseen by MiniFASNet, these also by the fusion."""
+CAPTURE_SESSIONS = ("01", "02")
+"""NUAA's two capture sessions (days, rooms, light): the 4th field of a file name."""
 DATA_TERMS = (
     "NUAA Photograph Imposter Database (X. Tan, Y. Li, J. Liu, L. Jiang, 'Face Liveness Detection from a Single "
     "Image with Sparse Low Rank Bilinear Discriminative Model', ECCV 2010), training split, every 3rd frame; "
     "research use"
 )
 SCREEN_REPLAYS = (
-    "NUAA holds printed photos only: screen replays (a phone or tablet showing a photo or video), "
-    "video of the enrolled person, masks and cut-out photos are not in the data, and nothing here is measured on them."
+    "NUAA holds printed photos only: real phone or tablet replays, masks and cut-out photos are not in the data; "
+    "screens are measured only on synthetic replays built from NUAA live frames (see the report)."
 )
 
 
@@ -45,6 +39,11 @@ class FrameRecord:
     subject: str
     session: str
     frame: int
+
+    @property
+    def capture_session(self) -> str:
+        """NUAA's capture session, "01" or "02" (the 4th field of the file name)."""
+        return self.path.stem.split("_")[3]
 
 
 def scan_nuaa(root: Path) -> list[FrameRecord]:
@@ -77,27 +76,15 @@ def split_attempts(records: list[FrameRecord]) -> list[list[FrameRecord]]:
     return attempts
 
 
-def context_geometry() -> CropGeometry:
-    """The cached crop: the shared crop's centre, ``CONTEXT`` times larger."""
-    return CropGeometry(CROP_GEOMETRY.dx, CROP_GEOMETRY.dy, CROP_GEOMETRY.scale * CONTEXT)
-
-
-def center_crop(context: np.ndarray, size: int = INPUT_SIZE) -> np.ndarray:
-    """The model's crop at the centre of a context crop (what the door feeds it)."""
-    scale = size * CONTEXT / context.shape[0]
-    matrix = np.array([[scale, 0, size / 2 - scale * context.shape[1] / 2], [0, scale, size / 2 - scale * context.shape[0] / 2]])
-    return cv2.warpAffine(context, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-
-
 @dataclass
 class Prepared:
-    """Per-frame arrays: context crops, whether a face was found, labels, attempts, motion measurements."""
+    """Per-frame arrays: both networks' context crops, whether a face was found, labels, attempts, motion measurements."""
 
-    crops: np.ndarray
+    crops: np.ndarray  # [N, networks, 80, 80, 3] uint8 BGR
     found: np.ndarray
     live: np.ndarray
     subject: np.ndarray
-    session: np.ndarray
+    capture_session: np.ndarray
     attempt: np.ndarray
     motion: np.ndarray
     paths: np.ndarray
@@ -113,9 +100,12 @@ class Prepared:
 
 
 def prepare(root: Path) -> Prepared:
-    """Run the front end and the motion cue over every attempt of the NUAA tree at ``root``."""
+    """Run the door's front end (Haar face, the two context crops) and the motion cue over every NUAA attempt."""
     from tqdm import tqdm
 
+    from kiosk.training.liveness.minifasnet import INPUT_SIZE, WORK_WIDTH, context_crop_settings
+
+    crops = context_crop_settings()
     finder = FaceFinder()
     motion = MotionCue()
     columns: dict[str, list] = defaultdict(list)
@@ -128,13 +118,14 @@ def prepare(root: Path) -> Prepared:
                 face = finder.largest(image)
                 measured = None
                 if face is None:
-                    crop = np.zeros((CONTEXT_SIZE, CONTEXT_SIZE, 3), np.uint8)
+                    pair = np.zeros((len(crops), INPUT_SIZE, INPUT_SIZE, 3), np.uint8)
                 else:
-                    crop = crop_face(image, face, context_geometry(), CONTEXT_SIZE)
+                    pair = np.stack(context_crops(image, face, crops, WORK_WIDTH, INPUT_SIZE))
                     measured = motion.update(image, face)
-                for name, value in (("crops", crop), ("found", face is not None), ("live", record.live),
-                                    ("subject", record.subject), ("session", record.session), ("attempt", index),
-                                    ("motion", np.nan if measured is None else measured), ("paths", str(record.path))):
+                for name, value in (("crops", pair), ("found", face is not None), ("live", record.live),
+                                    ("subject", record.subject), ("capture_session", record.capture_session),
+                                    ("attempt", index), ("motion", np.nan if measured is None else measured),
+                                    ("paths", str(record.path))):
                     columns[name].append(value)
                 progress.update()
     return Prepared(**{name: np.array(values) for name, values in columns.items()})

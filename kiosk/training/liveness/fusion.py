@@ -59,7 +59,9 @@ def fit_fusion(table: AttemptTable, texture_threshold: float, l2: float = 1.0) -
     then puts the fused threshold 0 at the centre of the lowest-ACER interval
     of those attempts. The clip range is the 2nd to 98th percentile of their
     motion scores, its upper end lowered so that motion adds at most
-    ``MOTION_BONUS``. The L2 penalty keeps the weights finite when the
+    ``MOTION_BONUS`` (and the offset lowered when even the range's lower end
+    would add more: with a texture score that separates the attempts by
+    itself, the fitted offset is arbitrary). The L2 penalty keeps the weights finite when the
     attempts are separable.
     """
     has = table.motion_count >= MIN_MOTION_MEASUREMENTS
@@ -77,8 +79,10 @@ def fit_fusion(table: AttemptTable, texture_threshold: float, l2: float = 1.0) -
     weight, offset = weights[1] / weights[0], weights[2] / weights[0]
     offset -= choose_threshold(table.live[has], texture + weight * motion + offset)
     high = min(high, (MOTION_BONUS - offset) / weight)
+    if high < low:  # even the most planar motion would add more than the cap: the cap wins over the fitted offset
+        high, offset = low, MOTION_BONUS - weight * low
     return Fusion(texture_threshold=texture_threshold, motion_weight=float(weight), motion_offset=float(offset),
-                  motion_range=(low, max(low, high)), min_measurements=MIN_MOTION_MEASUREMENTS)
+                  motion_range=(low, high), min_measurements=MIN_MOTION_MEASUREMENTS)
 
 
 def _logistic_weights(features: np.ndarray, target: np.ndarray, l2: float) -> np.ndarray:
