@@ -211,7 +211,7 @@ def markdown(results: dict, names: list[str], skipped: dict[str, str], args: arg
                   "**No peer has a liveness check**: face_recognition and YuNet + SFace match a printed photo of an enrolled "
                   "person like the person.", "",
                   f"face-kiosk's check through `kiosk.liveness.LivenessChecker` at its shipped thresholds, on NUAA subjects "
-                  f"{', '.join(live['subjects'])}, kept out of its training and threshold choice; one presentation is an attempt of "
+                  f"{', '.join(live['subjects'])}, of the two capture sessions the shipped fusion was fitted on (subjects left out of the fit; MiniFASNet never saw NUAA; the cross-session figure is in the report); one presentation is an attempt of "
                   f"{live['attempt_frames']} to {2 * live['attempt_frames'] - 1} consecutive frames (ISO/IEC 30107-3: APCER = print "
                   "attacks accepted as live, BPCER = live people rejected, ACER = their mean). Details: `kiosk/models/liveness-report.md`.", ""]
         lines += liveness_lines(live) + ["", f"Not covered: {SCREEN_REPLAYS}"]

@@ -9,9 +9,12 @@ configuration names:
 
 - ``"off"``: :class:`NoLivenessCheck`, which answers None ("not configured");
   the decision proceeds and says so in the granted event's log line.
-- ``"texture"``: :class:`LivenessChecker` with the texture cue only: a small
-  int8 CNN (``kiosk/models/liveness.tflite``) scores each face crop, live vs
-  printed photo; the attempt's texture score is the mean of its frames' logits.
+- ``"texture"``: :class:`LivenessChecker` with the texture cue only:
+  MiniFASNet's two CNNs (``kiosk/models/liveness.tflite``, Apache-2.0, see
+  ``kiosk/models/README.md``) score context crops 2.7 and 4.0 times the face
+  box (:func:`context_box`: the paper edge, a bezel, the hand are much of
+  what they look at); a frame's score is the logit of their mean "real"
+  probability, the attempt's the mean of its frames'.
 - ``"both"``: the texture cue fused with the motion cue (:class:`MotionCue`):
   a printed photo moved in front of the camera is a plane, so the motion of
   points tracked on the face fits one homography almost exactly, while a
@@ -27,8 +30,8 @@ in mode ``"both"`` the verdict stays PENDING until the motion cue has made
 ``Fusion.min_measurements`` measurements inside the window (a photo or phone
 on a stand, or a repeated frame, never gets there; the decision refuses such
 an attempt after ``decision.liveness_wait_seconds``), except that a face the
-texture CNN finds so clearly printed that no motion could rescue it is SPOOF
-at once.
+texture CNNs find so clearly an attack that no motion could rescue it is
+SPOOF at once.
 
 The model file is checked against the SHA-256 in ``kiosk/models/liveness.json``
 at load time, like the encoder; a missing, damaged or swapped file is
