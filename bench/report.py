@@ -115,7 +115,7 @@ def summary_table(results: dict, names: list[str]) -> list[str]:
     rows.append("| model files on disk | " + " | ".join(f"{sum(results['sizes'][n].values()) / 1e6:.1f} MB" for n in names) + " |")
     if "liveness" in results:
         door = results["liveness"]["modes"]["both"]
-        rows.append("| print attacks accepted / live people rejected (held-out NUAA) | "
+        rows.append("| print attacks accepted / live people rejected (NUAA subjects left out of the fusion fit; cross-session figures in the liveness report) | "
                     + " | ".join(f"{pct(door['apcer'])} / {pct(door['bpcer'])}" if n == "face-kiosk" else "no liveness check" for n in names) + " |")
     return rows
 

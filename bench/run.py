@@ -46,7 +46,7 @@ class Sizes:
     lfw_pairs: int  # per class (same / different)
     celeba_people: int
     celeba_images: int  # per person
-    nuaa_frames: int  # per held-out subject and class, from its first session
+    nuaa_frames: int  # per liveness test subject and class, from its first session
     frames: int  # camera frames for the speed runs
 
 
@@ -97,14 +97,14 @@ def accuracy(names: list[str], data: Path, models: Path) -> dict:
 
 
 def liveness(nuaa: Path, models: Path) -> dict:
-    """face-kiosk's liveness check at its shipped thresholds on the held-out NUAA subjects (per attempt)."""
+    """face-kiosk's liveness check at its shipped thresholds on the NUAA subjects left out of the fusion fit (per attempt)."""
     from kiosk.liveness import METADATA_FILE, LivenessInfo
     from kiosk.training.liveness.data import ATTEMPT_FRAMES, TEST_SUBJECTS
     from kiosk.training.liveness.evaluate import evaluate
     from kiosk.training.liveness.metrics import equal_error_rate, error_rates
 
     info = LivenessInfo.load(models / METADATA_FILE)
-    print(f"liveness: held-out NUAA subjects {', '.join(TEST_SUBJECTS)} through LivenessChecker ...", flush=True)
+    print(f"liveness: NUAA subjects left out of the fusion fit, {', '.join(TEST_SUBJECTS)} through LivenessChecker ...", flush=True)
     result = evaluate(nuaa, models)
     live = result.table.live
     scores = {"texture": (result.table.texture, info.texture_threshold), "both": (result.fused, info.fused_threshold)}
