@@ -230,3 +230,42 @@ def test_int8_export_is_full_integer_and_agrees_with_the_float_model(tmp_path: P
     float_logits = np.asarray(model.predict(crops.astype(np.float32), verbose=0))
     check = agreement(float_logits, np.array(quantised))
     assert check["mean_abs_logit_error"] < 0.1 * np.abs(float_logits).mean()
+
+
+# The ReLU students -------------------------------------------------------------------------------------
+
+
+def test_student_replaces_every_prelu_and_keeps_the_other_weights(tmp_path: Path) -> None:
+    pytest.importorskip("keras")
+    import keras
+
+    from kiosk.training.liveness.minifasnet import load_onnx, onnx_to_keras
+
+    model = load_onnx(_tiny_graph(tmp_path / "tiny.onnx"))
+    teacher, student = onnx_to_keras(model), onnx_to_keras(model, activation="relu")
+    assert any(isinstance(layer, keras.layers.PReLU) for layer in teacher.layers)
+    assert not any(isinstance(layer, keras.layers.PReLU) for layer in student.layers)
+    weighted = [layer for layer in teacher.layers if layer.weights and not isinstance(layer, keras.layers.PReLU)]
+    assert weighted and all(np.array_equal(a, b) for layer in weighted
+                            for a, b in zip(layer.get_weights(), student.get_layer(layer.name).get_weights()))
+    with pytest.raises(TrainingError, match="unknown activation"):
+        onnx_to_keras(model, activation="swish")
+
+
+def test_augment_keeps_shape_and_pixel_range_and_is_reproducible() -> None:
+    tf = pytest.importorskip("tensorflow")
+    from kiosk.training.liveness.distil import augment
+
+    crops = tf.constant(np.random.default_rng(3).integers(0, 256, (4, 2, 80, 80, 3)), tf.float32)
+    first, again = (augment(crops, tf.constant([1, 2], tf.int32)).numpy() for _ in range(2))
+    assert first.shape == (4, 2, 80, 80, 3) and first.min() >= 0 and first.max() <= 255
+    assert np.array_equal(first, np.round(first)) and np.array_equal(first, again)
+    assert not np.array_equal(first, crops.numpy())
+
+
+def test_distil_without_crops_in_a_pool_is_a_training_error() -> None:
+    from kiosk.training.liveness.distil import distil
+
+    crops = np.zeros((2, 2, 80, 80, 3), np.uint8)
+    with pytest.raises(TrainingError, match="replays: 0"):
+        distil(None, None, {"nuaa": crops, "faces": crops, "replays": crops[:0]}, seed=0)

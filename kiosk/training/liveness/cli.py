@@ -18,6 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/nuaa_train"),
                         help="the NUAA training tree with live/ and spoof/ (default %(default)s)")
+    parser.add_argument("--faces", type=Path, default=Path("../shared/data"),
+                        help="the folder holding lfw/ and celeba/: live faces from many cameras for the distillation "
+                             "(default %(default)s)")
     parser.add_argument("--out", type=Path, default=Path("kiosk/models"), help="where to write liveness.tflite, .json and the report")
     parser.add_argument("--cache", type=Path, default=Path("cache/liveness"), help="prepared frames (reused when present)")
     parser.add_argument("--minifasnet", type=Path, default=DEFAULT_ONNX_DIR,
@@ -31,6 +34,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def train() -> None:
         require_train_extra()
-        run(args.data, args.out, args.cache, args.minifasnet, args.seed)
+        run(args.data, args.faces, args.out, args.cache, args.minifasnet, args.seed)
 
     return exit_status(PROG, train)

@@ -18,11 +18,15 @@ from kiosk.training.liveness.fusion import AttemptTable
 
 DOOR_VERDICT_EVERY = 3
 """The decision's k: a grant (and so a liveness verdict) is possible every k frames with a face."""
+COST_REPEATS = 5
+"""Times the cost frames are played through each model (the best repeat counts: other jobs share the CPU)."""
+COST_FRAMES = 150
+"""Held-out frames with a face the cost is measured on (decoded once, kept in memory)."""
 
 
 @dataclass
 class Evaluation:
-    """The held-out subjects through the runtime class: attempt scores, frame logits, the door's view, timing."""
+    """The held-out subjects through the runtime class: attempt scores, frame logits, the door's view, timing (one pass)."""
 
     table: AttemptTable
     fused: np.ndarray
@@ -83,6 +87,35 @@ def evaluate(root: Path, model_dir: Path) -> Evaluation:
     timing = {mode: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "calls": len(v)}
               for mode, v in times.items()}
     return Evaluation(table, table.fused(info.fusion), door, np.array(frame_logits), np.array(frame_live), timing)
+
+
+def measure_cost(root: Path, model_dirs: dict[str, Path], repeats: int = COST_REPEATS) -> dict:
+    """The whole check per face (after detection) in modes texture and both, one thread, for each model folder.
+
+    ``COST_FRAMES`` held-out frames, played in session order through a
+    checker of each mode and model in turn, ``repeats`` times; per mode and
+    model the median and p90 of each repeat, and the best repeat's (the
+    lowest median: the machine is shared, so slower repeats measure the other jobs).
+    """
+    frames = [(image, face) for _, session in _held_out_sessions(root) for image, face in session if face is not None]
+    frames = frames[:COST_FRAMES]
+    checkers = {(name, mode): LivenessChecker(mode, folder) for name, folder in model_dirs.items() for mode in ("texture", "both")}
+    runs: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    for _ in range(repeats):
+        for key, checker in checkers.items():
+            checker.reset()
+            times = []
+            for image, face in frames:
+                started = time.perf_counter()
+                checker.check(image, face)
+                times.append(1000 * (time.perf_counter() - started))
+            runs[key].append((float(np.median(times)), float(np.percentile(times, 90))))
+    result: dict = defaultdict(dict)
+    for (name, mode), values in runs.items():
+        best = min(values)
+        result[name][mode] = {"median_ms": best[0], "p90_ms": best[1], "repeats": [list(v) for v in values],
+                              "calls": len(frames)}
+    return dict(result)
 
 
 def _held_out_sessions(root: Path) -> Iterator[tuple[list[FrameRecord], list[tuple[np.ndarray, Face | None]]]]:

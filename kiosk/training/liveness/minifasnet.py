@@ -58,8 +58,19 @@ def load_onnx(path: Path):
     return onnx.load(str(path))
 
 
-def onnx_to_keras(model, name: str = "minifasnet"):
-    """A Keras model computing the same logits as the ONNX ``model``, NHWC float input [1, H, W, 3]."""
+ACTIVATIONS = ("prelu", "relu", "relu6", "leaky_relu")
+"""What each PRelu node becomes: itself (the converted teacher) or a fixed activation (a student fast in int8)."""
+
+
+def onnx_to_keras(model, name: str = "minifasnet", activation: str = "prelu"):
+    """A Keras model computing the same logits as the ONNX ``model``, NHWC float input [1, H, W, 3].
+
+    ``activation`` other than ``"prelu"`` replaces every PRelu node by that
+    activation (the rest of the weights unchanged): the start of a student
+    whose int8 file runs in XNNPACK's fast kernels (int8 PReLU does not).
+    """
+    if activation not in ACTIVATIONS:
+        raise TrainingError(f"unknown activation {activation!r}; choose one of {', '.join(ACTIVATIONS)}")
     import keras
     from onnx import helper, numpy_helper
 
@@ -75,6 +86,8 @@ def onnx_to_keras(model, name: str = "minifasnet"):
             weights[node.output[0]] = numpy_helper.to_array(attributes["value"])
             continue
         convert = _CONVERTERS.get(node.op_type)
+        if node.op_type == "PRelu" and activation != "prelu":
+            convert = _activation(activation)
         if convert is None:
             raise TrainingError(f"the ONNX graph uses {node.op_type} (node {node.name or index}), which "
                                 f"kiosk.training.liveness.minifasnet does not convert (it knows Constant, "
@@ -200,21 +213,23 @@ def onnx_logits_opencv(path: Path, crops: np.ndarray) -> np.ndarray:
     return np.array(out, np.float32)
 
 
-def build_pair(onnx_dir: Path = DEFAULT_ONNX_DIR):
+def build_pair(onnx_dir: Path = DEFAULT_ONNX_DIR, activation: str = "prelu"):
     """One Keras model running both networks: one 80x80 BGR crop per network in, their 3 + 3 logits out.
 
     One file and one interpreter call per face instead of two; inputs are
-    named ``crop_<scale>`` so the runtime can tell them apart.
+    named ``crop_<scale>`` so the runtime can tell them apart. ``activation``:
+    see :func:`onnx_to_keras`.
     """
     import keras
 
     inputs, outputs = [], []
     for network in NETWORKS:
-        net = onnx_to_keras(load_onnx(Path(onnx_dir) / network.onnx_name), name=network.onnx_name.split("_")[-1][:-5].lower())
+        net = onnx_to_keras(load_onnx(Path(onnx_dir) / network.onnx_name), name=network.onnx_name.split("_")[-1][:-5].lower(),
+                            activation=activation)
         crop = keras.Input((INPUT_SIZE, INPUT_SIZE, 3), name=input_name(network))
         inputs.append(crop)
         outputs.append(net(crop))
-    return keras.Model(inputs, keras.layers.Concatenate(name="logits")(outputs), name="minifasnet_pair")
+    return keras.Model(inputs, keras.layers.Concatenate(name="logits")(outputs), name=f"minifasnet_pair_{activation}")
 
 
 def input_name(network: MiniFASNetFile) -> str:

@@ -59,12 +59,16 @@ def render_replay(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return cv2.GaussianBlur(cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR), (0, 0), 0.8)
 
 
-def screen_replays(prepared: Prepared, model_dir: Path, seed: int) -> dict:
-    """Frame-level texture logits of synthetic replays of NUAA live frames through the shipped file; APCER at 0."""
+def screen_replays(prepared: Prepared, model_dirs: dict[str, Path], seed: int) -> dict:
+    """Frame-level texture logits of synthetic replays of NUAA live frames, per model folder; APCER at 0.
+
+    Every model scores the same replays (rendered once, ``seed``).
+    """
     rng = np.random.default_rng(seed)
     finder = FaceFinder()
-    classifier = TextureClassifier(model_dir)
-    logits, found, subjects = [], 0, []
+    classifiers = {name: TextureClassifier(folder) for name, folder in model_dirs.items()}
+    logits: dict[str, list[float]] = {name: [] for name in model_dirs}
+    subjects = []
     live_paths = prepared.paths[prepared.live & prepared.found]
     live_subjects = prepared.subject[prepared.live & prepared.found]
     for subject in sorted(set(live_subjects)):
@@ -74,13 +78,18 @@ def screen_replays(prepared: Prepared, model_dir: Path, seed: int) -> dict:
             face = finder.largest(replay)
             if face is None:
                 continue
-            found += 1
-            logits.append(classifier.score(replay, face))
+            for name, classifier in classifiers.items():
+                logits[name].append(classifier.score(replay, face))
             subjects.append(subject)
-    values, subjects = np.array(logits), np.array(subjects)
-    return {"effects": list(EFFECTS), "replays": int(sum(min(REPLAYS_PER_SUBJECT, int((live_subjects == s).sum()))
-                                                         for s in set(live_subjects))),
-            "faces_found": found, "accepted_frames": int((values >= 0).sum()),
+    subjects = np.array(subjects)
+    replays = int(sum(min(REPLAYS_PER_SUBJECT, int((live_subjects == s).sum())) for s in set(live_subjects)))
+    return {name: _rates(np.array(values), subjects) | {"effects": list(EFFECTS), "replays": replays}
+            for name, values in logits.items()}
+
+
+def _rates(values: np.ndarray, subjects: np.ndarray) -> dict:
+    found = len(values)
+    return {"faces_found": found, "accepted_frames": int((values >= 0).sum()),
             "apcer_frames": float(np.mean(values >= 0)) if found else float("nan"),
             "worst_subject_apcer": max((float(np.mean(values[subjects == s] >= 0)) for s in set(subjects)), default=float("nan")),
             "median_logit": float(np.median(values)) if found else float("nan")}
