@@ -369,6 +369,31 @@ def crop_transform(face: Face, geometry: CropGeometry = CROP_GEOMETRY, size: int
     return matrix
 
 
+ALIGNED_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
+"""Where the eyes, nose tip and mouth corners go in an aligned 112x112 face (SFace's and ArcFace's template)."""
+
+
+def crop_points_to_image(face: Face, points: np.ndarray, size: int) -> np.ndarray:
+    """Points given as fractions of a ``size`` crop of ``face`` (:func:`crop_face`), in image pixels."""
+    inverse = cv2.invertAffineTransform(crop_transform(face, size=size))
+    pixels = np.asarray(points, np.float64) * size
+    return (inverse[:, :2] @ pixels.T).T + inverse[:, 2]
+
+
+def align_face(image: np.ndarray, points: np.ndarray, size: int = ENCODER_SIZE) -> np.ndarray:
+    """The face with its five points (image pixels) moved onto :data:`ALIGNED_TEMPLATE` by a similarity
+    transform, as ``size`` x ``size`` RGB: the aligned input of an encoder that expects aligned faces."""
+    if image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(points, np.float32), ALIGNED_TEMPLATE * (size / ENCODER_SIZE),
+                                            method=cv2.LMEDS)
+    aligned = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB)
+
+
 def crop_face(image: np.ndarray, face: Face, geometry: CropGeometry = CROP_GEOMETRY, size: int = ENCODER_SIZE) -> np.ndarray:
     """Cut the encoder's input out of a BGR image: ``size`` x ``size`` RGB uint8."""
     if image.ndim == 2:

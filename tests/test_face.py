@@ -192,3 +192,22 @@ def test_the_border_pass_finds_no_face_in_an_empty_scene():
     empty = read_image(demo_data() / "frames" / "empty_00.jpg")
     assert FaceFinder().find(empty) == []
     assert FaceFinder().find(cv2.resize(empty, (200, 200))) == []
+
+
+def test_points_of_a_crop_map_back_to_the_image_and_align_onto_the_template():
+    from kiosk.face import ALIGNED_TEMPLATE, align_face, crop_points_to_image, crop_transform
+
+    image = read_image(PHOTO)
+    face = FaceFinder().largest(image)
+    in_crop = ALIGNED_TEMPLATE / ENCODER_SIZE  # points where an aligned face has them, as crop fractions
+    in_image = crop_points_to_image(face, in_crop, 64)
+    matrix = crop_transform(face, size=64)
+    assert np.allclose((matrix[:, :2] @ in_image.T).T + matrix[:, 2], in_crop * 64, atol=1e-6)
+    # Dots drawn at the five image points land on the template's pixels after alignment.
+    marked = image.copy()
+    for x, y in in_image:
+        cv2.circle(marked, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1)
+    aligned = align_face(marked, in_image)
+    assert aligned.shape == (ENCODER_SIZE, ENCODER_SIZE, 3)
+    for x, y in ALIGNED_TEMPLATE:
+        assert aligned[int(round(y)), int(round(x)), 0] > 200  # red, now in RGB order
