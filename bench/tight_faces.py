@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
     sets = tight_crops(args.data / "lfw", args.people)
-    markdown = ("Failure to acquire on faces that fill the photo (LFW, one photo per person, cropped to 0.8/0.9/1.0 x "
+    markdown = ("## Faces that fill the photo\n\nFailure to acquire on faces that fill the photo (LFW, one photo per person, cropped to 0.8/0.9/1.0 x "
                 "YuNet's face box, 200x200; `python -m bench.tight_faces`). YuNet defines the crops: its figure is a "
                 "ceiling.\n\n" + table(sets, failure_to_acquire(sets, args.models)))
     print(markdown)
