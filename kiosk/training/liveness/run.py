@@ -166,8 +166,9 @@ def _student(teacher, onnx_dir: Path, prepared: Prepared, faces: Faces, calibrat
     rows = np.flatnonzero(prepared.found & (prepared.capture_session != without))
     test = np.flatnonzero(prepared.found & (prepared.capture_session == without)) if without else rows
     check = np.random.default_rng(seed).permutation(test)[:CHECK_FACES]
-    info: dict = {"distilled_on": f"NUAA capture session {', '.join(s for s in CAPTURE_SESSIONS if s != without)}"
-                                  + ("" if without else "s") + ", photos and their replays not held out",
+    sessions = [s for s in CAPTURE_SESSIONS if s != without]
+    info: dict = {"distilled_on": f"NUAA capture session{'s' * (len(sessions) > 1)} {', '.join(sessions)}, "
+                                  "photos and their replays not held out",
                   "nuaa_frames": len(rows)}
     student = build_pair(onnx_dir, STUDENT_ACTIVATION)
     if path.exists():
