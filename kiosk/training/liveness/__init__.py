@@ -18,6 +18,11 @@ The steps:
    model, checked against cv2.dnn.readNetFromONNX; both in one float32
    TFLite file (shipped) and a full-int8 one (checked, not shipped: slower
    on x86 and less exact).
+2b. distil (distil.py): ReLU students (PReLU -> ReLU, the converted weights)
+   trained on the float teacher's logits over NUAA, LFW/CelebA photos
+   (--faces) and synthetic replays; one per left-out capture session and
+   one on everything; full int8. The student is shipped only when it meets
+   the issue's targets (run.TARGETS), else the float teacher.
 3. validate (run.py): leave one capture session out (01/02 in the file
    names) and leave one subject out; the fusion (and a comparison texture
    threshold) fitted without the part scored; the ONNX files scored beside.
