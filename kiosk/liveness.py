@@ -210,9 +210,12 @@ class Fusion:
     evidence the fused verdict is therefore exactly the texture verdict (one
     measurement, one pair of frames, is too noisy to overrule it). The
     range's upper end caps how much motion can add: it can rescue a face the
-    texture CNN finds borderline, never one it finds clearly printed, while
-    planar motion can pull the score down all the way. The weight and offset
-    come from a logistic model fitted on held-out validation attempts (see
+    texture CNN finds borderline, never one it finds clearly printed. Mean
+    motion below ``motion_floor`` (as planar as almost no live face moves) is
+    a veto: the fused score is then below 0 however live the texture looks,
+    because a texture network can be fooled (a small or blurred print, a
+    photo composited into the scene) where a flat thing's motion cannot. The
+    weight, offset and floor come from held-out validation attempts (see
     :func:`kiosk.training.liveness.fusion.fit_fusion`).
     """
 
@@ -221,18 +224,25 @@ class Fusion:
     motion_offset: float
     motion_range: tuple[float, float]
     min_measurements: int
+    motion_floor: float
 
     def __call__(self, texture: float, motion: float | None, measurements: int) -> float:
         score = texture - self.texture_threshold
         if motion is not None and measurements >= self.min_measurements:
             low, high = self.motion_range
             score += self.motion_weight * min(max(motion, low), high) + self.motion_offset
+            if motion < self.motion_floor:
+                score = min(score, PLANAR_VETO)
         return float(score)
 
     @property
     def max_motion_bonus(self) -> float:
         """The most the motion term can add: a texture score below minus this is a spoof whatever the motion."""
         return self.motion_weight * self.motion_range[1] + self.motion_offset
+
+
+PLANAR_VETO = -1.0
+"""The fused score of an attempt whose motion is below the floor: a refusal, whatever the texture said."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +291,7 @@ class LivenessInfo:
                     motion_offset=float(data["fusion"]["motion_offset"]),
                     motion_range=(float(data["fusion"]["motion_range"][0]), float(data["fusion"]["motion_range"][1])),
                     min_measurements=int(data["fusion"]["min_measurements"]),
+                    motion_floor=float(data["fusion"]["motion_floor"]),
                 ),
                 motion=MotionSettings(**data["motion"]),
                 extra=data,

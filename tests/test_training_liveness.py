@@ -13,7 +13,13 @@ from kiosk.errors import TrainingError
 from kiosk.training import TRAIN_EXTRA
 from kiosk.training.liveness import cli
 from kiosk.training.liveness.data import ATTEMPT_FRAMES, FrameRecord, scan_nuaa, split_attempts
-from kiosk.training.liveness.fusion import MIN_MOTION_MEASUREMENTS, MOTION_BONUS, AttemptTable, fit_fusion
+from kiosk.training.liveness.fusion import (
+    MIN_MOTION_MEASUREMENTS,
+    MOTION_BONUS,
+    PLANAR_LIVE_REFUSED,
+    AttemptTable,
+    fit_fusion,
+)
 from kiosk.training.liveness.metrics import choose_threshold, equal_error_rate, error_rates, rates_by_subject
 
 TEXTURE_THRESHOLD = 0.1
@@ -57,6 +63,32 @@ def test_fitted_fusion_caps_the_motion_bonus_and_ignores_too_few_measurements(se
     assert fusion(borderline, very_live_motion, MIN_MOTION_MEASUREMENTS - 1) == pytest.approx(borderline - TEXTURE_THRESHOLD)
     low, _ = fusion.motion_range
     assert low == pytest.approx(np.percentile(separable.motion, 2))
+
+
+def test_planar_motion_is_a_veto_however_live_the_texture_looks(separable: AttemptTable) -> None:
+    """A texture network can be fooled (a small print far away, a photo composited into the scene); a flat
+    thing's motion cannot: below the floor the attempt is refused."""
+    fusion = fit_fusion(separable, TEXTURE_THRESHOLD)
+    live_motion = separable.motion[separable.live]
+    assert fusion.motion_floor == pytest.approx(np.quantile(live_motion, PLANAR_LIVE_REFUSED, method="inverted_cdf"))
+    assert np.mean(live_motion < fusion.motion_floor) <= PLANAR_LIVE_REFUSED
+    very_live_texture = TEXTURE_THRESHOLD + 20
+    assert fusion(very_live_texture, fusion.motion_floor - 0.01, MIN_MOTION_MEASUREMENTS) < 0
+    assert fusion(very_live_texture, fusion.motion_floor + 0.01, MIN_MOTION_MEASUREMENTS) > 0
+    assert fusion(very_live_texture, fusion.motion_floor - 0.01, MIN_MOTION_MEASUREMENTS - 1) > 0  # too little evidence yet
+
+
+def test_a_texture_score_that_separates_alone_keeps_the_motion_range() -> None:
+    """When the texture separates the attempts by itself the fitted offset is arbitrary: the bonus is capped by
+    lowering it, and planar motion still counts against an attempt (the range is not collapsed)."""
+    rng = np.random.default_rng(2)
+    texture_separates = attempts(np.linspace(3.0, 8.0, 20), np.linspace(-8.0, -3.0, 20),
+                                 rng.permutation(np.linspace(-1.5, -0.5, 20)), rng.permutation(np.linspace(-2.5, -1.0, 20)))
+    fusion = fit_fusion(texture_separates, TEXTURE_THRESHOLD)
+    low, high = fusion.motion_range
+    assert high > low
+    assert fusion.max_motion_bonus <= MOTION_BONUS + 1e-9
+    assert fusion(TEXTURE_THRESHOLD, low, MIN_MOTION_MEASUREMENTS) < fusion(TEXTURE_THRESHOLD, high, MIN_MOTION_MEASUREMENTS)
 
 
 def test_fusion_fit_refuses_motion_that_points_the_wrong_way() -> None:

@@ -15,6 +15,8 @@ from kiosk.training.liveness.metrics import choose_threshold
 MIN_MOTION_MEASUREMENTS = 2
 """Motion measurements an attempt needs before motion joins the score: a single pair of frames is too noisy
 (about 5% of single print-attack measurements look live on NUAA)."""
+PLANAR_LIVE_REFUSED = 0.01
+"""At most this share of the fit's live attempts have a mean motion below the planar-motion floor (the veto's cost)."""
 MOTION_BONUS = 2.0
 """The most, in texture logits, that live-looking motion may add: enough to rescue a borderline texture score,
 never a clearly printed one (a replayed video would move like a live face)."""
@@ -62,7 +64,8 @@ def fit_fusion(table: AttemptTable, texture_threshold: float, l2: float = 1.0) -
     ``MOTION_BONUS`` (and the offset lowered when even the range's lower end
     would add more: with a texture score that separates the attempts by
     itself, the fitted offset is arbitrary). The L2 penalty keeps the weights finite when the
-    attempts are separable.
+    attempts are separable. The planar-motion floor is the ``PLANAR_LIVE_REFUSED`` quantile of the
+    live attempts' motion: below it the attempt is refused whatever its texture score.
     """
     has = table.motion_count >= MIN_MOTION_MEASUREMENTS
     if has.sum() < 4 or len(set(table.live[has])) < 2:
@@ -78,11 +81,14 @@ def fit_fusion(table: AttemptTable, texture_threshold: float, l2: float = 1.0) -
                             "validation subjects (check the data and the texture CNN's training)")
     weight, offset = weights[1] / weights[0], weights[2] / weights[0]
     offset -= choose_threshold(table.live[has], texture + weight * motion + offset)
-    high = min(high, (MOTION_BONUS - offset) / weight)
-    if high < low:  # even the most planar motion would add more than the cap: the cap wins over the fitted offset
-        high, offset = low, MOTION_BONUS - weight * low
+    capped = min(high, (MOTION_BONUS - offset) / weight)
+    if capped < low:  # even the most planar motion would add more than the cap: the offset is lowered, the range kept,
+        offset = MOTION_BONUS - weight * high  # so that planar motion still counts against the attempt
+    else:
+        high = capped
+    floor = float(np.quantile(table.motion[has & table.live], PLANAR_LIVE_REFUSED, method="inverted_cdf"))
     return Fusion(texture_threshold=texture_threshold, motion_weight=float(weight), motion_offset=float(offset),
-                  motion_range=(low, high), min_measurements=MIN_MOTION_MEASUREMENTS)
+                  motion_range=(low, high), min_measurements=MIN_MOTION_MEASUREMENTS, motion_floor=floor)
 
 
 def _logistic_weights(features: np.ndarray, target: np.ndarray, l2: float) -> np.ndarray:

@@ -287,10 +287,11 @@ def _model_metadata(tflite: Path, fusion: Fusion, conversion: dict, export: dict
                               "both: 0 by construction of the fusion (see kiosk.liveness.Fusion)"},
         "fusion": {"motion_weight": fusion.motion_weight, "motion_offset": fusion.motion_offset,
                    "motion_range": list(fusion.motion_range), "min_measurements": fusion.min_measurements,
-                   "max_motion_bonus": MOTION_BONUS, "fitted_on": "NUAA attempts of every subject but "
+                   "motion_floor": fusion.motion_floor, "max_motion_bonus": MOTION_BONUS, "fitted_on": "NUAA attempts of every subject but "
                                                                   f"{', '.join(TEST_SUBJECTS)}, both sessions",
                    "formula": "texture - threshold.texture + (motion_weight * clip(mean motion, *motion_range) + "
-                              "motion_offset once the motion cue has made min_measurements measurements)"},
+                              "motion_offset once the motion cue has made min_measurements measurements); at most "
+                              "-1 when that mean motion is below motion_floor (planar: a veto)"},
         "motion": MotionSettings().as_dict(),
         "tflite_sha256": sha256_of(tflite),
         "tflite_bytes": tflite.stat().st_size,
