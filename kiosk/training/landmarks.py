@@ -156,8 +156,8 @@ def train(train_set: LandmarkSet, epochs: int, out: Path, batch_size: int = 64, 
     keras.utils.set_random_seed(seed)
     rng = np.random.default_rng(seed)
     model = build_model()
-    model.compile(optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(2e-3, epochs * len(train_set.crops) // batch_size)),
-                  loss="huber")
+    schedule = keras.optimizers.schedules.CosineDecay(2e-3, epochs * len(train_set.crops) // batch_size)
+    model.compile(optimizer=keras.optimizers.Adam(schedule), loss="huber")
 
     class Batches(keras.utils.PyDataset):
         def __len__(self) -> int:
@@ -191,27 +191,59 @@ def report(test_set: LandmarkSet, predicted: np.ndarray) -> dict:
     return result
 
 
+def export_and_time(model, test_set: LandmarkSet, out: Path) -> dict:
+    """Full int8 export (the encoder's exporter), its NME beside the float model's, and its cost per face (1 thread)."""
+    from kiosk.encoder import choose_interpreter, run_interpreter
+    from kiosk.training.export import export_int8
+
+    path = export_int8(model, test_set.crops[::5], out / "landmarks.tflite")
+    name, interpreter_class = choose_interpreter()
+    interpreter = interpreter_class(model_path=str(path), num_threads=1)
+    interpreter.allocate_tensors()
+    int8 = np.stack([run_interpreter(interpreter, crop) for crop in test_set.crops]).reshape(-1, POINTS, 2) / 10
+    timings = []
+    for crop in test_set.crops[:300]:
+        started = time.perf_counter()
+        run_interpreter(interpreter, crop)
+        timings.append(1000 * (time.perf_counter() - started))
+    return {"runtime": name, "bytes": path.stat().st_size, "ms_per_face_median": float(np.median(timings)),
+            "ms_per_face_p90": float(np.percentile(timings, 90)),
+            "nme_median_int8": float(np.median(normalised_error(int8, test_set.points)))}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiosk.training.landmarks", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cache", type=Path, default=Path("cache/landmarks"), help="train.npz and test.npz from prepare")
+    parser.add_argument("--cache", type=Path, default=Path("cache/landmarks"),
+                        help="train.npz and test.npz (prepared from --data when missing: about 20 minutes)")
+    parser.add_argument("--train-images", type=int, default=16000, help="training images drawn for the cache")
     parser.add_argument("--out", type=Path, default=Path("runs/landmarks"))
     parser.add_argument("--epochs", type=int, default=12)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="holds celeba/ for the alignment check")
+    parser.add_argument("--model", type=Path, help="evaluate this trained landmarks.keras instead of training")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"),
+                        help="the shared data (lfw/, celeba_aligned/, celeba/)")
     args = parser.parse_args(argv)
+    if not (args.cache / "train.npz").exists():
+        train_images, test_images = image_lists(args.data, args.train_images)
+        args.cache.mkdir(parents=True, exist_ok=True)
+        prepare(test_images, "test").save(args.cache / "test.npz")
+        prepare(train_images, "train").save(args.cache / "train.npz")
     train_set, test_set = LandmarkSet.load(args.cache / "train.npz"), LandmarkSet.load(args.cache / "test.npz")
     started = time.time()
-    model = train(train_set, args.epochs, args.out)
+    if args.model:
+        import keras
+
+        model = keras.saving.load_model(args.model)
+    else:
+        model = train(train_set, args.epochs, args.out)
     summary = {"train_faces": len(train_set.crops), "epochs": args.epochs, "seconds": round(time.time() - started),
                "test": report(test_set, predict(model, test_set.crops)),
+               "int8": export_and_time(model, test_set, args.out),
                "sface_on_wild_celeba": alignment_gain(model, args.data)}
     (args.out / "report.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def alignment_gain(model, data: Path, far: float = 1e-3) -> dict[str, dict[str, float]]:
@@ -226,7 +258,8 @@ def alignment_gain(model, data: Path, far: float = 1e-3) -> dict[str, dict[str, 
     teacher = Teacher(score_threshold=0.6)
     features: dict[str, list[np.ndarray]] = {"plain Haar crop": [], "Haar + landmark CNN": [], "Haar + YuNet landmarks": []}
     labels = []
-    for label, (name, paths) in enumerate(tqdm(sorted(identity_folders(data / "celeba").items()), desc="alignment", unit="person")):
+    people = sorted(identity_folders(data / "celeba").items())
+    for label, (_name, paths) in enumerate(tqdm(people, desc="alignment", unit="person")):
         for path in paths:
             image = read_image(path)
             face = finder.largest(image)
@@ -250,3 +283,7 @@ def alignment_gain(model, data: Path, far: float = 1e-3) -> dict[str, dict[str, 
         tar, _ = tar_at_far(scores[upper & same], scores[upper & ~same], far)
         result[key] = {"faces": len(vectors), f"tar_at_{far:g}": float(tar)}
     return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
