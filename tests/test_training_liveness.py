@@ -242,7 +242,8 @@ def test_an_op_the_converter_does_not_know_is_a_training_error_naming_it(tmp_pat
 
 def test_int8_export_is_full_integer_and_agrees_with_the_float_model(tmp_path: Path) -> None:
     pytest.importorskip("tensorflow")
-    from kiosk.training.liveness.minifasnet import agreement, export_tflite, load_onnx, onnx_to_keras
+    from kiosk.training.export import export_tflite
+    from kiosk.training.liveness.minifasnet import agreement, load_onnx, onnx_to_keras
 
     model = onnx_to_keras(load_onnx(_tiny_graph(tmp_path / "tiny.onnx")))
     crops = np.random.default_rng(2).integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)

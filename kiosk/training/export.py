@@ -9,7 +9,7 @@ Keras backend and saved as ``.keras``.
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +20,10 @@ from kiosk.training.model import l2_normalise
 from kiosk.training.runtime_check import embed_in_runtime
 
 
-def export_int8(model, calibration: np.ndarray, out_path: Path) -> Path:
-    """Convert ``model`` to a fully int8 ``.tflite`` calibrated on ``calibration`` crops.
-
-    ``calibration`` is [N, H, W, 3] uint8 RGB face crops, a representative set
-    of what the door will feed the encoder.
-    """
+def export_tflite(model, out_path: Path, calibration: Sequence | None = None) -> Path:
+    """Write ``model`` as TFLite: float32 without ``calibration``, else full int8 (``TFLITE_BUILTINS_INT8``, int8 in
+    and out) with ranges from ``calibration``: one sample per face, an array for a one-input model or a
+    ``{input name: array}`` dict, each without the batch axis."""
     import tensorflow as tf
 
     out_path = Path(out_path)
@@ -33,20 +31,29 @@ def export_int8(model, calibration: np.ndarray, out_path: Path) -> Path:
         saved = Path(tmp) / "saved_model"
         model.export(str(saved), format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        if calibration is not None:
+            def representative() -> Iterable[list[np.ndarray] | dict[str, np.ndarray]]:
+                for sample in calibration:
+                    if isinstance(sample, dict):
+                        yield {name: value[None].astype(np.float32) for name, value in sample.items()}
+                    else:
+                        yield [sample[None].astype(np.float32)]
 
-        def representative() -> Iterable[list[np.ndarray]]:
-            for crop in calibration:
-                yield [crop[None].astype(np.float32)]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = representative
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
         data = converter.convert()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_bytes(data)
     return out_path
+
+
+def export_int8(model, calibration: np.ndarray, out_path: Path) -> Path:
+    """A fully int8 ``.tflite`` of a one-input model, calibrated on ``calibration`` ([N, H, W, 3] uint8 crops, a
+    representative set of what the door will feed it)."""
+    return export_tflite(model, out_path, calibration)
 
 
 @dataclass(frozen=True)

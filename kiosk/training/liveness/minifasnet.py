@@ -237,36 +237,6 @@ def input_name(network: MiniFASNetFile) -> str:
     return "crop_" + f"{network.crop_scale:g}".replace(".", "_")
 
 
-def export_tflite(model, out_path: Path, calibration: list[dict[str, np.ndarray]] | None = None) -> Path:
-    """Write ``model`` as TFLite: float32 without ``calibration``, else full int8 (TFLITE_BUILTINS_INT8, int8 in and out).
-
-    ``calibration``: one ``{input name: [80, 80, 3] uint8 BGR crop}`` per
-    face, the representative data the int8 ranges come from.
-    """
-    import tempfile
-
-    import tensorflow as tf
-
-    out_path = Path(out_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        model.export(str(Path(tmp) / "saved_model"), format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(Path(tmp) / "saved_model"))
-        if calibration is not None:
-            def representative():
-                for sample in calibration:
-                    yield {name: crop[None].astype(np.float32) for name, crop in sample.items()}
-
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        data = converter.convert()
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_bytes(data)
-    return out_path
-
-
 def tflite_logits(path: Path, crops: np.ndarray, num_threads: int = 1) -> tuple[np.ndarray, float]:
     """(logits [N, 6], median ms per face) of a pair TFLite file on ``crops`` [N, 2, 80, 80, 3] (networks in ``NETWORKS`` order)."""
     import time

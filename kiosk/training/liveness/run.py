@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from kiosk.liveness import METADATA_FILE, MODEL_FILE, Fusion, MotionSettings, real_logit
+from kiosk.training.export import export_tflite
 from kiosk.training.liveness.data import (
     CAPTURE_SESSIONS,
     DATA_TERMS,
@@ -39,7 +40,6 @@ from kiosk.training.liveness.minifasnet import (
     WORK_WIDTH,
     agreement,
     build_pair,
-    export_tflite,
     input_name,
     reference_logits,
     tflite_logits,
