@@ -105,6 +105,17 @@ def run_interpreter(interpreter: Any, crop: np.ndarray) -> np.ndarray:
     return raw.astype(np.float32)
 
 
+def read_metadata(path: Path, what: str, rebuild: str) -> Any:
+    """The parsed JSON of a model's metadata file; a missing or unreadable file is a :class:`ModelError` saying
+    what it is and how to get it back (``rebuild``: the command that writes it)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as error:
+        raise ModelError(f"{what} {path} is missing; reinstall face-kiosk or {rebuild}") from error
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ModelError(f"{what} {path} is not valid JSON: {error}") from error
+
+
 def sha256_of(path: Path) -> str:
     """Hex SHA-256 of a file."""
     digest = hashlib.sha256()
@@ -135,12 +146,7 @@ class ModelInfo:
     @classmethod
     def load(cls, path: Path) -> ModelInfo:
         """Read and validate ``encoder.json``; a missing or out-of-range field is a :class:`ModelError` naming it."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError as error:
-            raise ModelError(f"model metadata {path} is missing; reinstall face-kiosk or retrain (kiosk-train)") from error
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelError(f"model metadata {path} is not valid JSON: {error}") from error
+        data = read_metadata(path, "model metadata", "retrain (kiosk-train)")
         try:
             return cls(
                 input_size=int(_number(data, "input.size", lambda v: v >= 1 and v == int(v), "a positive whole number")),

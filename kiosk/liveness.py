@@ -40,7 +40,6 @@ refused with :class:`~kiosk.encoder.ModelError`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,7 +48,7 @@ import cv2
 import numpy as np
 
 from kiosk.decision import Liveness
-from kiosk.encoder import DEFAULT_MODEL_DIR, load_verified_model
+from kiosk.encoder import DEFAULT_MODEL_DIR, load_verified_model, read_metadata
 from kiosk.errors import ModelError
 from kiosk.face import Face
 
@@ -270,13 +269,7 @@ class LivenessInfo:
     @classmethod
     def load(cls, path: Path) -> LivenessInfo:
         """Read and validate ``liveness.json``."""
-        try:
-            data = json.loads(Path(path).read_text())
-        except FileNotFoundError as error:
-            raise ModelError(f"liveness metadata {path} is missing; reinstall face-kiosk or rebuild it "
-                             "(python -m kiosk.training.liveness)") from error
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelError(f"liveness metadata {path} is not valid JSON: {error}") from error
+        data = read_metadata(path, "liveness metadata", "rebuild it (python -m kiosk.training.liveness)")
         try:
             return cls(
                 input_size=int(data["input"]["size"]),
