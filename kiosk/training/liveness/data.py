@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 
@@ -76,8 +77,21 @@ def split_attempts(records: list[FrameRecord]) -> list[list[FrameRecord]]:
     return attempts
 
 
+class ArrayRecord:
+    """A dataclass of NumPy arrays cached as one compressed ``.npz`` (prepared crops are slow to make)."""
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        data = np.load(path)
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+
+
 @dataclass
-class Prepared:
+class Prepared(ArrayRecord):
     """Per-frame arrays: both networks' context crops, whether a face was found, labels, attempts, motion measurements."""
 
     crops: np.ndarray  # [N, networks, 80, 80, 3] uint8 BGR
@@ -89,14 +103,6 @@ class Prepared:
     motion: np.ndarray
     paths: np.ndarray
 
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **asdict(self))
-
-    @classmethod
-    def load(cls, path: Path) -> Prepared:
-        data = np.load(path)
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 def prepare(root: Path) -> Prepared:

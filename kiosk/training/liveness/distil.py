@@ -19,7 +19,7 @@ fine-tune, batches of mixed sources), so the student exports like the teacher.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import numpy as np
 from kiosk.errors import TrainingError
 from kiosk.face import FaceFinder
 from kiosk.images import read_image
+from kiosk.training.liveness.data import ArrayRecord
 
 STUDENT_ACTIVATION = "relu"
 """int8 ReLU runs in XNNPACK's kernels (see the report for ReLU6 / LeakyReLU beside it)."""
@@ -47,7 +48,7 @@ MIX = {"nuaa": 0.5, "faces": 0.3, "replays": 0.2}
 
 
 @dataclass
-class Faces:
+class Faces(ArrayRecord):
     """Context crops of photos from LFW and CelebA and of their synthetic screen replays."""
 
     crops: np.ndarray  # [N, networks, 80, 80, 3] uint8 BGR
@@ -55,14 +56,6 @@ class Faces:
     replay: np.ndarray  # True: a synthetic screen replay of the photo, False: the photo itself (a live face)
     held_out: np.ndarray  # True: never distilled on
 
-    def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **asdict(self))
-
-    @classmethod
-    def load(cls, path: Path) -> Faces:
-        data = np.load(path)
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
 
 def prepare_faces(root: Path, seed: int) -> Faces:
