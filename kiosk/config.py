@@ -48,6 +48,9 @@ class EnrollmentConfig:
 @dataclass
 class LivenessConfig:
     mode: str = "both"  # "off", "texture" (photo-texture CNN) or "both" (CNN + motion, recommended)
+    # With liveness on, the door only considers faces at least this tall (fraction of the frame's shorter side):
+    # a smaller face is too far away for the cues to judge (a small print's motion looks like a live face's).
+    min_face_fraction: float = 0.25
 
 
 @dataclass
@@ -119,6 +122,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "decision.lockout_minutes": (0.5, 1440),
     "decision.liveness_wait_seconds": (1, 30),
     "decision.track_gap_seconds": (0.1, 5),
+    "liveness.min_face_fraction": (0.1, 0.8),
 }
 """Keys bounded on both sides (inclusive); the error message names the range."""
 

@@ -32,7 +32,7 @@ from kiosk.config import Config
 from kiosk.decision import DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment
 from kiosk.errors import ConfigError, EndOfStream, FaceKioskError, GalleryError
-from kiosk.face import AttemptBoundary, FaceTracker
+from kiosk.face import AttemptBoundary, Face, FaceTracker
 from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
@@ -66,6 +66,7 @@ class FrameReport:
     timings: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     events: tuple[Event, ...] = ()
+    distant_faces: int = 0
 
 
 class Door:
@@ -148,7 +149,7 @@ class Door:
         self._check_button(now)
 
         start = time.perf_counter()
-        faces = self.tracker.find(frame)
+        faces, distant = self._close_enough(frame, self.tracker.find(frame))
         timings["detect"] = _ms(start)
         embedded = None
         if faces:
@@ -188,7 +189,13 @@ class Door:
         if step.event is not None and embedded is not None and self.config.storage.snapshots:
             self._snapshot(step.event, embedded.crop, now)
         return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None,
-                           step.event, timings, events=step.events)
+                           step.event, timings, events=step.events, distant_faces=distant)
+
+    def _close_enough(self, frame: np.ndarray, faces: list[Face]) -> tuple[list[Face], int]:
+        """(faces the liveness check can judge, how many were too far away): a face too small to judge is not an
+        attempt (see :meth:`kiosk.liveness.LivenessChecker.close_enough`)."""
+        close = [face for face in faces if self.liveness.close_enough(frame, face)]
+        return close, len(faces) - len(close)
 
     def _replay_check(self, embedded, new_attempt: bool) -> bool:
         """Whether this frame's face crop is bit-identical to one of an earlier granted attempt (a replayed feed)."""

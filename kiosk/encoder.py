@@ -125,6 +125,13 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+ALIGNMENTS = {
+    "haar-crop": "the Haar box's shared crop (kiosk.face.crop_face)",
+    "landmarks": "the Haar face aligned by the landmark stage (kiosk.landmarks, kiosk.face.aligned_crop)",
+}
+"""What an encoder expects as input (``input.alignment`` in its metadata)."""
+
+
 @dataclass
 class ModelInfo:
     """The metadata stored next to the model in ``encoder.json``, range-checked on load.
@@ -140,6 +147,7 @@ class ModelInfo:
     target_far: float
     sha256: str
     min_strength: float = 0.0
+    alignment: str = "haar-crop"
     impostor_curve: tuple[tuple[float, float], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -149,20 +157,21 @@ class ModelInfo:
         data = read_metadata(path, "model metadata", "retrain (kiosk-train)")
         try:
             return cls(
-                input_size=int(_number(data, "input.size", lambda v: v >= 1 and v == int(v), "a positive whole number")),
-                embedding_size=int(_number(data, "embedding_size", lambda v: v >= 1 and v == int(v), "a positive whole number")),
-                threshold=_number(data, "threshold.value", lambda v: 0 < v < 1, "a cosine in (0, 1)"),
-                target_far=_number(data, "threshold.target_far", lambda v: 0 < v < 1, "a rate in (0, 1)"),
-                sha256=_text(data, "tflite_sha256"),
-                min_strength=_number(data, "quality.min_strength", lambda v: v >= 0, "a length >= 0", default=0.0),
+                input_size=int(number_field(data, "input.size", lambda v: v >= 1 and v == int(v), "a positive whole number")),
+                embedding_size=int(number_field(data, "embedding_size", lambda v: v >= 1 and v == int(v), "a positive whole number")),
+                threshold=number_field(data, "threshold.value", lambda v: 0 < v < 1, "a cosine in (0, 1)"),
+                target_far=number_field(data, "threshold.target_far", lambda v: 0 < v < 1, "a rate in (0, 1)"),
+                sha256=text_field(data, "tflite_sha256"),
+                min_strength=number_field(data, "quality.min_strength", lambda v: v >= 0, "a length >= 0", default=0.0),
+                alignment=_choice(data, "input.alignment", ALIGNMENTS, default="haar-crop"),
                 impostor_curve=_impostor_curve(data),
                 extra=data,
             )
-        except _BadField as error:
+        except BadField as error:
             raise ModelError(f"model metadata {path}: {error}") from None
 
 
-class _BadField(ValueError):
+class BadField(ValueError):
     """A field of the metadata is missing or out of range (the message names it)."""
 
 
@@ -173,7 +182,7 @@ def _lookup(data: Any, dotted: str, default: Any = _MISSING) -> Any:
     for key in dotted.split("."):
         if not isinstance(data, dict) or key not in data:
             if default is _MISSING:
-                raise _BadField(f"lacks the field {dotted}")
+                raise BadField(f"lacks the field {dotted}")
             return default
         data = data[key]
     return data
@@ -181,18 +190,25 @@ def _lookup(data: Any, dotted: str, default: Any = _MISSING) -> Any:
 
 def _finite(value: Any, name: str, valid: Any, meaning: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not valid(value):
-        raise _BadField(f"the field {name} must be {meaning}, got {value!r}")
+        raise BadField(f"the field {name} must be {meaning}, got {value!r}")
     return float(value)
 
 
-def _number(data: dict, dotted: str, valid: Any, meaning: str, default: Any = _MISSING) -> float:
+def number_field(data: dict, dotted: str, valid: Any, meaning: str, default: Any = _MISSING) -> float:
     return _finite(_lookup(data, dotted, default), dotted, valid, meaning)
 
 
-def _text(data: dict, dotted: str) -> str:
+def text_field(data: dict, dotted: str) -> str:
     value = _lookup(data, dotted)
     if not isinstance(value, str) or not value:
-        raise _BadField(f"the field {dotted} must be non-empty text, got {value!r}")
+        raise BadField(f"the field {dotted} must be non-empty text, got {value!r}")
+    return value
+
+
+def _choice(data: dict, dotted: str, choices: dict[str, str], default: str) -> str:
+    value = _lookup(data, dotted, default)
+    if value not in choices:
+        raise BadField(f"the field {dotted} must be one of {', '.join(choices)}, got {value!r}")
     return value
 
 
@@ -203,7 +219,7 @@ def _impostor_curve(data: dict) -> tuple[tuple[float, float], ...]:
         return ()
     name = "open_set.curve"
     if not isinstance(points, list) or len(points) < 2 or not all(isinstance(p, list) and len(p) == 2 for p in points):
-        raise _BadField(f"the field {name} must be a list of at least two [cosine, false-accept rate] pairs")
+        raise BadField(f"the field {name} must be a list of at least two [cosine, false-accept rate] pairs")
     curve = tuple(
         (_finite(cosine, f"{name}[{i}] cosine", lambda v: -1 < v < 1, "in (-1, 1)"),
          _finite(rate, f"{name}[{i}] rate", lambda v: 0 < v <= 1, "in (0, 1]"))
@@ -211,7 +227,7 @@ def _impostor_curve(data: dict) -> tuple[tuple[float, float], ...]:
     )
     for i in range(1, len(curve)):
         if not (curve[i][0] > curve[i - 1][0] and curve[i][1] < curve[i - 1][1]):
-            raise _BadField(f"the field {name} must have rising cosines and falling rates; point {i} {list(curve[i])} "
+            raise BadField(f"the field {name} must have rising cosines and falling rates; point {i} {list(curve[i])} "
                             f"does not follow {list(curve[i - 1])}")
     return curve
 

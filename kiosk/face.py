@@ -383,13 +383,19 @@ def crop_points_to_image(face: Face, points: np.ndarray, size: int) -> np.ndarra
     return (inverse[:, :2] @ pixels.T).T + inverse[:, 2]
 
 
-def align_face(image: np.ndarray, points: np.ndarray, size: int = ENCODER_SIZE) -> np.ndarray:
+def aligned_crop(image: np.ndarray, points: np.ndarray, size: int = ENCODER_SIZE, context: float = 1.0) -> np.ndarray:
     """The face with its five points (image pixels) moved onto :data:`ALIGNED_TEMPLATE` by a similarity
-    transform, as ``size`` x ``size`` RGB: the aligned input of an encoder that expects aligned faces."""
+    transform, as ``size`` x ``size`` RGB: the input of an encoder that expects aligned faces.
+
+    ``context`` > 1 shows that much more around the same centre (the training tool's context crops,
+    whose central ``size / context`` pixels are the plain aligned crop).
+    """
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(points, np.float32), ALIGNED_TEMPLATE * (size / ENCODER_SIZE),
-                                            method=cv2.LMEDS)
+    target = (ALIGNED_TEMPLATE - ENCODER_SIZE / 2) / context * (size / ENCODER_SIZE) + size / 2
+    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(points, np.float32), target.astype(np.float32), method=cv2.LMEDS)
+    if matrix is None:  # degenerate points (all on one spot): no similarity transform exists
+        raise ValueError("the five face points do not define an alignment")
     aligned = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB)
 

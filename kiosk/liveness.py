@@ -65,6 +65,9 @@ class LivenessCheck(Protocol):
     def reset(self) -> None:
         """Forget the current attempt (a new face track begins)."""
 
+    def close_enough(self, frame: np.ndarray, face: Face) -> bool:
+        """Whether ``face`` is large enough in ``frame`` for the check to judge it (else: not an attempt)."""
+
 
 class NoLivenessCheck:
     """The placeholder check: always passes, and says that no check ran."""
@@ -74,6 +77,9 @@ class NoLivenessCheck:
 
     def reset(self) -> None:
         pass
+
+    def close_enough(self, frame: np.ndarray, face: Face) -> bool:
+        return True
 
 
 # The motion cue -------------------------------------------------------------------------------------
@@ -427,11 +433,12 @@ class LivenessChecker:
     """
 
     def __init__(self, mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None,
-                 runtime: str = "auto") -> None:
+                 runtime: str = "auto", min_face_fraction: float = 0.0) -> None:
         if mode not in ("texture", "both"):
             raise ValueError(f"LivenessChecker mode must be 'texture' or 'both', got {mode!r}")
         self.mode = mode
         self.window_seconds = window_seconds
+        self.min_face_fraction = min_face_fraction
         self.texture = TextureClassifier(model_dir, runtime=runtime)
         self.info = self.texture.info
         self.motion = MotionCue(self.info.motion) if mode == "both" else None
@@ -444,6 +451,16 @@ class LivenessChecker:
         self._motions.clear()
         if self.motion is not None:
             self.motion.reset()
+
+    def close_enough(self, frame: np.ndarray, face: Face) -> bool:
+        """Whether the face is at least ``min_face_fraction`` of the frame's shorter side tall.
+
+        A smaller face is too far away to judge: a print's motion is then mostly tracking noise and
+        looks three-dimensional (NUAA print attempts shrunk to faces under 50 working pixels: the
+        planar-motion veto stops 42%; 60 pixels and more: 75-83%), and the texture CNN sees too few
+        pixels of paper (red-team attack 11c). The door treats such a face as no attempt.
+        """
+        return face.h >= self.min_face_fraction * min(frame.shape[:2])
 
     def check(self, frame: np.ndarray, face: Face, now: float = 0.0) -> Liveness:
         """Add one frame of the attempt, taken at ``now``; the attempt's verdict so far."""
@@ -482,10 +499,10 @@ class LivenessChecker:
 
 
 def make_liveness(mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None,
-                  runtime: str = "auto") -> LivenessCheck:
+                  runtime: str = "auto", min_face_fraction: float = 0.0) -> LivenessCheck:
     """The liveness check for a ``liveness.mode`` setting: ``"off"``, ``"texture"`` or ``"both"``."""
     if mode == "off":
         return NoLivenessCheck()
     if mode in ("texture", "both"):
-        return LivenessChecker(mode, model_dir, window_seconds, runtime)
+        return LivenessChecker(mode, model_dir, window_seconds, runtime, min_face_fraction)
     raise ValueError(f"unknown liveness mode {mode!r}; choose one of {', '.join(MODES)}")

@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from kiosk.encoder import DEFAULT_MODEL_DIR, Encoder
-from kiosk.face import DetectorSettings, Face, FaceFinder, crop_face
+from kiosk.errors import ModelError
+from kiosk.face import DetectorSettings, Face, FaceFinder, aligned_crop, crop_face
+from kiosk.landmarks import Landmarker
 
 
 @dataclass(frozen=True)
@@ -28,16 +30,32 @@ class FaceEmbedding:
 
 
 class FacePipeline:
-    """Haar detection, the shared crop and the int8 encoder, composed."""
+    """Haar detection, the encoder's input (the shared crop, or the face aligned by the landmark stage when the
+    model was trained on aligned faces) and the int8 encoder, composed."""
 
     def __init__(self, model_dir: Path = DEFAULT_MODEL_DIR, detector: DetectorSettings | None = None, num_threads: int = 2,
                  runtime: str = "auto") -> None:
         self.finder = FaceFinder(detector)
         self.encoder = Encoder(model_dir, num_threads=num_threads, runtime=runtime)
+        self.landmarker = None
+        if self.encoder.info.alignment == "landmarks":
+            self.landmarker = Landmarker(model_dir, runtime=runtime)
+            expected = self.encoder.info.extra.get("input", {}).get("landmarks_sha256")
+            if expected != self.landmarker.info.sha256:
+                raise ModelError(f"the landmark model in {model_dir} is not the one the encoder was trained with "
+                                 f"(sha256 {self.landmarker.info.sha256[:12]}..., the encoder expects {str(expected)[:12]}...); "
+                                 "reinstall face-kiosk or copy both models from one training run")
+
+    def encoder_input(self, image: np.ndarray, face: Face) -> np.ndarray:
+        """The RGB crop the encoder takes for ``face``: the one preprocessing of the door and the training tool."""
+        size = self.encoder.input_size
+        if self.landmarker is None:
+            return crop_face(image, face, size=size)
+        return aligned_crop(image, self.landmarker.points(image, face), size=size)
 
     def embed_face(self, image: np.ndarray, face: Face) -> FaceEmbedding:
         """Embed one already-detected face of ``image``."""
-        crop = crop_face(image, face, size=self.encoder.input_size)
+        crop = self.encoder_input(image, face)
         embedding, strength = self.encoder.embed_with_strength(crop)
         return FaceEmbedding(face, crop, embedding, strength, strength >= self.encoder.min_strength)
 

@@ -92,7 +92,8 @@ class DoorService:
         last = door.last_event
         camera = "up" if report.camera_up else f"DOWN: {door.camera.last_error}"
         decision = f"{last.kind} {last.person or ''}".strip() if last else "none"
-        return (f"{fps:.1f} fps, {len(door.gallery.people())} people enrolled, camera {camera}, last decision: {decision}, "
+        distant = ", a face too far away to judge (come closer)" if report.distant_faces and not report.faces else ""
+        return (f"{fps:.1f} fps, {len(door.gallery.people())} people enrolled, camera {camera}{distant}, last decision: {decision}, "
                 f"threshold {door.threshold:.3f} (expected strangers let in {door.door_threshold.expected_far:.0e} per attempt)")
 
     def run(self, stop: StopFlag | None = None) -> None:

@@ -195,7 +195,7 @@ def test_the_border_pass_finds_no_face_in_an_empty_scene():
 
 
 def test_points_of_a_crop_map_back_to_the_image_and_align_onto_the_template():
-    from kiosk.face import ALIGNED_TEMPLATE, align_face, crop_points_to_image, crop_transform
+    from kiosk.face import ALIGNED_TEMPLATE, aligned_crop, crop_points_to_image, crop_transform
 
     image = read_image(PHOTO)
     face = FaceFinder().largest(image)
@@ -207,7 +207,21 @@ def test_points_of_a_crop_map_back_to_the_image_and_align_onto_the_template():
     marked = image.copy()
     for x, y in in_image:
         cv2.circle(marked, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1)
-    aligned = align_face(marked, in_image)
+    aligned = aligned_crop(marked, in_image)
     assert aligned.shape == (ENCODER_SIZE, ENCODER_SIZE, 3)
     for x, y in ALIGNED_TEMPLATE:
         assert aligned[int(round(y)), int(round(x)), 0] > 200  # red, now in RGB order
+
+
+def test_a_context_aligned_crop_holds_the_aligned_crop_at_its_centre():
+    from kiosk.face import ALIGNED_TEMPLATE, aligned_crop, crop_points_to_image
+
+    image = read_image(PHOTO)
+    face = FaceFinder().largest(image)
+    points = crop_points_to_image(face, ALIGNED_TEMPLATE / ENCODER_SIZE, 64)
+    plain = aligned_crop(image, points).astype(np.float32)
+    wide = aligned_crop(image, points, size=140, context=1.25)
+    centre = cv2.resize(wide[14:126, 14:126], (ENCODER_SIZE, ENCODER_SIZE)).astype(np.float32)
+    assert np.abs(centre - plain).mean() < 6  # the same face, resampled once more
+    with pytest.raises(ValueError, match="alignment"):
+        aligned_crop(image, np.zeros((5, 2)))

