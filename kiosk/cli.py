@@ -198,6 +198,12 @@ def _threshold_line(config: Config, gallery) -> str:
             f"{threshold.expected_far:.1e} per attempt")
 
 
+def schedule_help() -> str:
+    from kiosk import schedule
+
+    return (schedule.__doc__ or "").split("\n\n", 1)[1].replace("``", "'").replace("::", ":")
+
+
 def cmd_people(args: argparse.Namespace) -> int:
     from kiosk import assemble
 
@@ -211,7 +217,7 @@ def cmd_people(args: argparse.Namespace) -> int:
                       "(or --images PHOTOS)")
             for p in people:
                 created = datetime.datetime.fromtimestamp(p.created).strftime("%Y-%m-%d %H:%M")
-                print(f"{p.name:24s} {p.role:6s} {p.embeddings:3d} embeddings  enrolled {created}")
+                print(f"{p.name:24s} {p.role:6s} {p.embeddings:3d} embeddings  enrolled {created}  schedule: {p.schedule}")
             print(_threshold_line(config, gallery))
             for message in gallery.damaged_templates():
                 print(f"warning: {message}", file=sys.stderr)
@@ -228,6 +234,10 @@ def cmd_people(args: argparse.Namespace) -> int:
         elif args.action == "set-role":
             gallery.set_role(args.name, args.role)
             print(f"{args.name!r} is now {args.role}")
+        elif args.action == "schedule":
+            schedule = gallery.set_schedule(args.name, args.schedule)
+            print(f"{args.name!r} may be let in: {schedule} (the door's local time; outside it the door refuses them "
+                  "and logs 'outside schedule')")
         return 0
     finally:
         gallery.close()
@@ -369,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="enrol even though the face already matches another enrolled person (look-alikes, twins)")
     p.set_defaults(handler=cmd_enroll)
 
-    p = sub.add_parser("people", help="list, rename or remove enrolled people, or change their role")
+    p = sub.add_parser("people", help="list, rename or remove enrolled people, change their role or schedule")
     with_config(p)
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("list", help="everyone enrolled")
@@ -385,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(a)
     a.add_argument("name")
     a.add_argument("role", choices=["admin", "user"])
+    a = actions.add_parser("schedule", help="when a person may be let in, e.g. 'mon-fri 07:00-19:00; sat 09:00-12:00'",
+                           description=schedule_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    with_config(a)
+    a.add_argument("name")
+    a.add_argument("schedule", help="days and HH:MM-HH:MM windows, rules separated by ';', or 'always'")
     p.set_defaults(handler=cmd_people)
 
     p = sub.add_parser("backup", help="copy the gallery (people and events) to a file")

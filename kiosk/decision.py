@@ -26,6 +26,9 @@ miss) without ending the attempt.
   attempt once refused as a spoof never opens the door: the face must leave.
   So does a frame bit-identical to one of an earlier granted attempt (a
   replayed camera feed: a real camera never repeats itself exactly).
+- **Schedules**: a person recognised (and live) outside their schedule is
+  refused with the reason ``outside schedule``; that refusal is logged but
+  not suspicious (it never counts towards a lockout).
 - **No re-trigger** while the granted person stays in view: they must be
   out of view for ``rearm_seconds`` before they can open the door again.
 - **Every attempt is logged once** with its outcome (granted, denied,
@@ -85,7 +88,8 @@ class Observation:
     liveness verdict; ``new_attempt`` and ``restart`` are the door's track
     boundaries (see the module docstring); ``replayed`` says the frame is
     bit-identical to a frame of an earlier granted attempt (a camera never
-    repeats itself exactly: a replayed or injected feed).
+    repeats itself exactly: a replayed or injected feed); ``outside_schedule``
+    says ``person`` may not be let in at this time (their schedule).
     """
 
     time: float
@@ -100,6 +104,7 @@ class Observation:
     new_attempt: bool = False
     restart: bool = False
     replayed: bool = False
+    outside_schedule: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class Attempt:
     granted: bool = False
     counted: bool = False
     replayed: bool = False
+    outside_schedule: bool = False
 
 
 @dataclass
@@ -248,8 +254,8 @@ class DoorDecision:
         attempt.replayed = attempt.replayed or obs.replayed
 
     def _decide(self, now: float, obs: Observation, attempt: Attempt) -> list[Event]:
-        if attempt.spoofed or attempt.granted:
-            return []  # a spoofed attempt never opens; a granted one is over (the person is let in)
+        if attempt.spoofed or attempt.granted or attempt.outside_schedule:
+            return []  # a spoofed attempt never opens; a granted or out-of-schedule one is over
         recent = [o for o in attempt.votes if now - o.time <= self.settings.window_seconds]
         candidate, votes = _majority(recent)
         if candidate is not None and votes >= self.settings.k:
@@ -266,6 +272,10 @@ class DoorDecision:
                                               f"{self.settings.liveness_wait_seconds:g} s (a face that does not move "
                                               "is not taken as live)")
                 return []
+            if any(o.outside_schedule for o in recent if o.person == candidate):
+                # Logged, but not suspicious: a resident early for their window is no attacker.
+                attempt.outside_schedule = attempt.logged = True
+                return [Event("denied", candidate, score, _join("outside schedule", self._context(attempt)))]
             self.unlocked_until = now + self.settings.unlock_seconds
             self.granted_person, self.granted_last_seen = candidate, now
             attempt.granted = attempt.logged = True

@@ -17,6 +17,7 @@ lockout is saved in the gallery (as wall-clock time) and survives a restart.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import logging
@@ -74,13 +75,16 @@ class Door:
 
     def __init__(self, config: Config, camera: FrameSource, pipeline: FacePipeline, gallery: Gallery,
                  hardware: DoorHardware, clock: Callable[[], float] = time.monotonic,
-                 liveness: LivenessCheck | None = None) -> None:
+                 liveness: LivenessCheck | None = None,
+                 wall_clock: Callable[[], datetime.datetime] = datetime.datetime.now) -> None:
         self.config = config
         self.camera = camera
         self.pipeline = pipeline
         self.gallery = gallery
         self.hardware = hardware
         self.clock = clock
+        self.wall_clock = wall_clock
+        """The door's local time, for schedules (``clock`` is monotonic, for the decision's intervals)."""
         self.liveness = liveness or NoLivenessCheck()
         self.tracker = FaceTracker(pipeline.finder)
         self.decision = DoorDecision(config.decision)
@@ -176,7 +180,7 @@ class Door:
                           score=result.score if result else None, others=max(0, len(faces) - 1), live=live,
                           candidate=result.best if result else None, runner_up=result.runner_up_name if result else None,
                           near_miss=bool(result and result.above(self.threshold)), new_attempt=new_attempt, restart=restart,
-                          replayed=replayed)
+                          replayed=replayed, outside_schedule=bool(result and result.person and not self._allowed_now(result.person)))
         if self.enrollment is not None:
             return self._enrolment_frame(obs, len(faces), embedded, frame, timings)
 
@@ -196,6 +200,11 @@ class Door:
         attempt (see :meth:`kiosk.liveness.LivenessChecker.close_enough`)."""
         close = [face for face in faces if self.liveness.close_enough(frame, face)]
         return close, len(faces) - len(close)
+
+    def _allowed_now(self, person: str) -> bool:
+        """Whether ``person``'s schedule lets them in at this moment of the door's local time."""
+        schedule = self._schedules.get(person)
+        return schedule is None or schedule.allows(self.wall_clock())
 
     def _replay_check(self, embedded, new_attempt: bool) -> bool:
         """Whether this frame's face crop is bit-identical to one of an earlier granted attempt (a replayed feed)."""
@@ -366,12 +375,21 @@ class Door:
         an ``error`` event saying how to re-enrol them.
         """
         self._templates = self.gallery.templates()
+        self._schedules = {person.name: person.schedule for person in self.gallery.people()}
         self._set_threshold()
+        for schedule in self._schedules.values():
+            if schedule.unreadable:
+                self._report_damage(schedule.unreadable)
         for message in self.gallery.damaged_templates():
-            if message not in self._damaged_reported:
-                self._damaged_reported.add(message)
-                log.error("gallery: %s", message)
-                self._record(Event("error", None, None, f"damaged enrolment refused: {message}"[:500]))
+            self._report_damage(f"damaged enrolment refused: {message}")
+
+    def _report_damage(self, message: str) -> None:
+        """Log a damaged part of the gallery once (as an ``error`` event)."""
+        if message not in self._damaged_reported:
+            self._damaged_reported.add(message)
+            log.error("gallery: %s", message)
+            self._record(Event("error", None, None, message[:500]))
+
 
     def _set_threshold(self) -> None:
         """The cosine for ``recognition.false_accept_rate`` per stranger attempt with the people enrolled now.

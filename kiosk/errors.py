@@ -40,6 +40,10 @@ class GalleryError(FaceKioskError):
     """The gallery database cannot be used (corrupt, locked, full disk, bad request)."""
 
 
+class ScheduleError(FaceKioskError):
+    """A person's schedule cannot be read (the message says which part and how to write it)."""
+
+
 class EnrollmentError(FaceKioskError):
     """Enrolment could not collect usable faces."""
 

@@ -41,9 +41,10 @@ from typing import TypeVar
 
 import numpy as np
 
-from kiosk.errors import GalleryError
+from kiosk.errors import GalleryError, ScheduleError
+from kiosk.schedule import Schedule
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 ROLES = ("admin", "user")
 EVENT_KINDS = ("granted", "denied", "unknown", "spoof", "enrolled", "error")
 EMBEDDING_SIZE = 128
@@ -63,7 +64,8 @@ SCHEMA = [
         id INTEGER PRIMARY KEY,
         name TEXT NOT NULL UNIQUE,
         role TEXT NOT NULL CHECK (role IN ('admin', 'user')),
-        created REAL NOT NULL
+        created REAL NOT NULL,
+        schedule TEXT NOT NULL DEFAULT ''
     )""",
     """CREATE TABLE embeddings (
         id INTEGER PRIMARY KEY,
@@ -88,8 +90,18 @@ MIGRATION_1_TO_2 = [
     "ALTER TABLE embeddings ADD COLUMN mac BLOB NOT NULL DEFAULT x''",
     "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
+MIGRATION_2_TO_3 = ["ALTER TABLE people ADD COLUMN schedule TEXT NOT NULL DEFAULT ''"]
 
 T = TypeVar("T")
+
+
+def _stored_schedule(name: str, text: str) -> Schedule:
+    """A stored schedule; one that no longer reads (edited by hand) lets the person in at no time, and says why."""
+    try:
+        return Schedule.parse(text)
+    except ScheduleError as error:
+        return Schedule(unreadable=f"the schedule stored for {name!r} cannot be read ({error}); set it again with "
+                                   f"kiosk people schedule {name} SCHEDULE")
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ class Person:
     role: str
     created: float
     embeddings: int
+    schedule: Schedule = Schedule()
 
 
 @dataclass(frozen=True)
@@ -277,33 +290,41 @@ class Gallery:
         elif version < SCHEMA_VERSION:
             self._migrate(version)
         else:
-            self._key = read_key(self.key_path)
-            has_embeddings = self._read(lambda db: db.execute("SELECT EXISTS (SELECT 1 FROM embeddings)").fetchone()[0])
-            if self._key is None and has_embeddings:
-                raise GalleryError(
-                    f"the key {self.key_path} that proves the stored faces in {self.path} were written by face-kiosk is "
-                    f"missing, so none of them can be trusted. Put it back if you moved it; otherwise restore a backup "
-                    f"(sudo systemctl stop kiosk; kiosk restore BACKUP) or start over (move {self.path} aside, delete "
-                    f"{self.marker_path}) and re-enrol everyone."
-                )
+            self._load_key()
+
+    def _load_key(self) -> None:
+        """The signing key; its loss is an error when there are stored faces it should prove."""
+        self._key = read_key(self.key_path)
+        has_embeddings = self._read(lambda db: db.execute("SELECT EXISTS (SELECT 1 FROM embeddings)").fetchone()[0])
+        if self._key is None and has_embeddings:
+            raise GalleryError(
+                f"the key {self.key_path} that proves the stored faces in {self.path} were written by face-kiosk is "
+                f"missing, so none of them can be trusted. Put it back if you moved it; otherwise restore a backup "
+                f"(sudo systemctl stop kiosk; kiosk restore BACKUP) or start over (move {self.path} aside, delete "
+                f"{self.marker_path}) and re-enrol everyone."
+            )
 
     def _migrate(self, version: int) -> None:
-        """Schema 1 -> 2 in one transaction: existing embeddings are signed (trusted as they are now)."""
+        """Upgrade to the current schema in one transaction. From schema 1, existing embeddings are signed
+        (trusted as they are now); from 2, people get a schedule (always)."""
         if self._immutable:
             raise GalleryError(
                 f"gallery {self.path} must be upgraded to schema {SCHEMA_VERSION} (it has {version}) but cannot be "
                 f"written now (disk full or read-only); free space (df -h {self.path.parent}) and start again"
             )
-        key = load_or_create_key(self.key_path)
+        key = load_or_create_key(self.key_path) if version < 2 else None
         with self._write() as db:
-            for statement in MIGRATION_1_TO_2:
+            if key is not None:
+                for statement in MIGRATION_1_TO_2:
+                    db.execute(statement)
+                rows = db.execute("SELECT id, person_id, model_sha256, vector FROM embeddings").fetchall()
+                db.executemany("UPDATE embeddings SET mac = ? WHERE id = ?",
+                               [(template_mac(key, person_id, model, vector), row_id)
+                                for row_id, person_id, model, vector in rows if isinstance(vector, bytes)])
+            for statement in MIGRATION_2_TO_3:
                 db.execute(statement)
-            rows = db.execute("SELECT id, person_id, model_sha256, vector FROM embeddings").fetchall()
-            db.executemany("UPDATE embeddings SET mac = ? WHERE id = ?",
-                           [(template_mac(key, person_id, model, vector), row_id)
-                            for row_id, person_id, model, vector in rows if isinstance(vector, bytes)])
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-        self._key = key
+        self._load_key()
 
     # Reading and writing ---------------------------------------------------------------------------
 
@@ -428,10 +449,10 @@ class Gallery:
 
     def people(self) -> list[Person]:
         rows = self._read(lambda db: db.execute(
-            "SELECT p.id, p.name, p.role, p.created, COUNT(e.id) FROM people p "
+            "SELECT p.id, p.name, p.role, p.created, COUNT(e.id), p.schedule FROM people p "
             "LEFT JOIN embeddings e ON e.person_id = p.id GROUP BY p.id ORDER BY p.created, p.id"
         ).fetchall())
-        return [Person(*row) for row in rows]
+        return [Person(*row[:5], _stored_schedule(row[1], row[5])) for row in rows]
 
     def person(self, name: str) -> Person:
         for person in self.people():
@@ -449,6 +470,14 @@ class Gallery:
             raise GalleryError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
         person = self.person(name)
         self._guard(lambda db: db.execute("UPDATE people SET role = ? WHERE id = ?", (role, person.id)))
+
+    def set_schedule(self, name: str, schedule: str) -> Schedule:
+        """When ``name`` may be let in (see :mod:`kiosk.schedule`); ``always`` lifts the restriction."""
+        parsed = Schedule.parse(schedule)
+        person = self.person(name)
+        self._guard(lambda db: db.execute("UPDATE people SET schedule = ? WHERE id = ?",
+                                          ("" if not parsed.rules else str(parsed), person.id)))
+        return parsed
 
     def remove(self, name: str) -> None:
         """Delete a person: their embeddings go, and events no longer point to them."""

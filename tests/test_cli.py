@@ -300,6 +300,11 @@ def test_people_list_set_role_rename_and_remove(tmp_path, capsys):
     assert not snapshot.exists()
     assert people_lines(state, capsys) == [["Ann", "admin", "1"]]
     assert people("remove", "Robert") == 2 and "no enrolled person is called 'Robert'" in capsys.readouterr().err
+    assert people("schedule", "Ann", "mon-fri 07:00-19:00; sat 09:00-12:00") == 0
+    assert "'Ann' may be let in: weekdays 07:00-19:00; sat 09:00-12:00" in capsys.readouterr().out
+    assert people("list") == 0 and "schedule: weekdays 07:00-19:00; sat 09:00-12:00" in capsys.readouterr().out
+    assert people("schedule", "Ann", "mon 7-19") == 2
+    assert "'7-19' is not a time window HH:MM-HH:MM" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [["people", "list"], ["events"], ["backup", "copy.db"]])

@@ -414,3 +414,24 @@ def test_gpio_failing_while_running_keeps_the_door_locked_and_shows_the_error(ri
     FailingRelayPin.failing = False
     reports = [door.step() for _ in frames[len(OWNER):]]
     assert any(r.relay_on for r in reports), "once the GPIO works again the owner gets in"
+
+
+def test_a_person_outside_their_schedule_is_refused_and_logged_then_let_in_inside_it(rig_factory):
+    import datetime
+
+    gap = [EMPTY] * FPS
+    rig = rig_factory(OWNER + gap + OWNER)
+    rig.enrol_owner()
+    rig.gallery.set_schedule("owner", "daily 07:00-08:00")
+    wall = {"now": datetime.datetime(2026, 11, 30, 12, 0)}
+    door = Door(rig.config, rig.camera, rig.pipeline, rig.gallery, rig.hardware, clock=rig.clock,
+                wall_clock=lambda: wall["now"])
+    rig.door = door
+    reports = [door.process_frame() for _ in OWNER + gap]
+    assert not any(r.relay_on for r in reports)
+    refused = [e for e in rig.gallery.events() if e.kind == "denied"]
+    assert len(refused) == 1 and refused[0].person == "owner" and "outside schedule" in refused[0].detail
+    assert door.decision.locked_out_until is None and not door.decision.suspicious, "not a suspicious attempt"
+    wall["now"] = datetime.datetime(2026, 12, 1, 7, 30)
+    reports = [door.process_frame() for _ in OWNER]
+    assert any(r.relay_on for r in reports) and rig.gallery.events()[-1].kind == "granted"

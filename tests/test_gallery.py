@@ -11,7 +11,7 @@ import pytest
 
 from kiosk.clock import FakeClock
 from kiosk.errors import GalleryError
-from kiosk.gallery import Gallery, template_mac
+from kiosk.gallery import SCHEMA_VERSION, Gallery, template_mac
 from kiosk.match import match
 from tests.conftest import fill_the_disk
 
@@ -147,7 +147,7 @@ def test_corrupt_file_is_reported_not_overwritten(tmp_path):
 
 def test_schema_version_is_recorded(gallery):
     row = sqlite3.connect(gallery.path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    assert row == ("2",)
+    assert row == (str(SCHEMA_VERSION),) == ("3",)
     assert gallery.integrity_ok()
 
 
@@ -311,7 +311,7 @@ def test_a_schema_1_gallery_is_migrated_and_its_rows_signed(tmp_path):
     db.execute("INSERT INTO embeddings VALUES (2, 2, 'model-a', ?, 0)", (unit(2).tobytes()[:100],))  # already bad in v1
     db.close()
     gallery = Gallery(path, "model-a")
-    assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert sqlite3.connect(path).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
     assert gallery.templates().names == ["Ann"]
     assert len(gallery.damaged_templates()) == 1 and "100 bytes instead of 512" in gallery.damaged_templates()[0]
     assert gallery.marker_path.exists() and gallery.key_path.exists()
