@@ -279,16 +279,14 @@ def cmd_all(args: argparse.Namespace) -> None:
     require_train_extra()  # before the long prepare step
     started = time.time()
     run = args.run
-    train = {"cache": args.cache, "batch_size": 32, "freeze_blocks": 6, "seed": args.seed, "from_scratch": False, "feature_weight": 1.0}
     steps = [
         ("prepare", argparse.Namespace(data=args.data, cache=args.cache, holdout=0.1, seed=args.seed, limit_people=None, workers=args.workers)),
-        # SFace's own PReLU network, fine-tuned to the Haar crops ...
-        ("train", argparse.Namespace(**train, out=run / "prelu", epochs=args.epochs, learning_rate=2e-4, steps_per_epoch=None,
-                                     activation="prelu", init_from=None)),
-        # ... then turned into the ReLU network that LiteRT runs 8x faster (see kiosk/training/train.py).
-        ("train", argparse.Namespace(**train, out=run / "relu", epochs=args.relu_epochs, learning_rate=1.5e-4, steps_per_epoch=300,
-                                     activation="relu", init_from=run / "prelu" / "encoder.keras")),
-        ("export", argparse.Namespace(model=run / "relu" / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
+        # SFace's weights in the ReLU network LiteRT runs 25x faster than PReLU, taught on the door's aligned faces
+        # to give SFace's embedding of the YuNet-aligned face while matching SFace's own block outputs.
+        ("train", argparse.Namespace(cache=args.cache, out=run, epochs=args.epochs, batch_size=32, learning_rate=1.5e-4,
+                                     freeze_blocks=6, seed=args.seed, from_scratch=False, steps_per_epoch=args.steps_per_epoch,
+                                     activation="relu", init_from=None, feature_weight=1.0)),
+        ("export", argparse.Namespace(model=run / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
         ("calibrate-openset", argparse.Namespace(models=args.out, data=args.data, cache=args.cache / "openset")),
         ("evaluate", argparse.Namespace(models=args.out, data=args.data, report=args.out / "encoder-report.md",
@@ -408,8 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--run", type=Path, default=DEFAULT_RUN)
     p.add_argument("--out", type=Path, default=DEFAULT_MODELS)
-    p.add_argument("--epochs", type=int, default=3, help="epochs of the PReLU fine-tune")
-    p.add_argument("--relu-epochs", type=int, default=7, help="300-step epochs turning it into the ReLU network")
+    p.add_argument("--epochs", type=int, default=7, help="training epochs (default %(default)s)")
+    p.add_argument("--steps-per-epoch", type=int, default=260, help="batches of 32 per epoch (default %(default)s)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     return parser
