@@ -1,12 +1,13 @@
 """kiosk-train: train, export, calibrate and evaluate the face encoder.
 
 Needs the training extra: pip install 'face-kiosk[train]' (in a source
-checkout: pip install -e '.[train]'). The whole shipped model is rebuilt
-from scratch, with a fixed seed, by
+checkout: pip install -e '.[train]'). A whole model is built from scratch,
+with a fixed seed, by
 
     kiosk-train all --data ../shared/data --out kiosk/models
 
-which runs the steps below in order (see --help of each).
+which runs the steps below in order (see --help of each). Each model's
+encoder.json records the runs and settings that made it.
 """
 
 from __future__ import annotations
