@@ -87,6 +87,10 @@ install() {
         step useradd --system --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
     fi
     step usermod -a -G gpio,video "$SERVICE_USER"
+    # The admin who installs may use the running door's local API (kiosk status, enroll --camera) without sudo.
+    if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
+        step usermod -a -G "$SERVICE_USER" "$SUDO_USER"
+    fi
     step mkdir -p "$PREFIX" "$CONFIG_DIR" "$STATE"
     step copy_source
     # picamera2 and lgpio come from apt, so the venv sees the system site-packages.

@@ -39,15 +39,39 @@ def _config(args: argparse.Namespace) -> Config:
     return config
 
 
-def _lock_while_stopped(config: Config, command: str) -> int:
-    """The service lock for a command that needs the camera or pins the running door owns; refused while it runs."""
+def _lock_or_service(config: Config) -> int | None:
+    """The service lock for a command that needs the camera or pins, or None when the running door owns them.
+
+    With None the command asks the running door over its local API
+    (:mod:`kiosk.api`) instead of touching the camera or pins itself.
+    """
     from kiosk.service import lock_state_dir
 
     try:
         return lock_state_dir(config)
-    except ServiceRunning as error:
-        raise FaceKioskError(f"the door is running ({error}) and owns the camera and pins: stop it first "
-                             f"(sudo systemctl stop kiosk), run 'kiosk {command}', then sudo systemctl start kiosk") from error
+    except ServiceRunning:
+        return None
+
+
+def _ask_door(config: Config, command: str, **arguments):
+    """A running door's answer over its local API (its progress lines printed); :class:`DoorNotRunning` if none runs."""
+    from kiosk import api
+
+    return api.request(config.api_socket, command, progress=print, **arguments)
+
+
+def _ask_locked_door(config: Config, command: str, usage: str, **arguments):
+    """:func:`_ask_door` for a command that found the service lock held: a silent API there is an error that says
+    what to do."""
+    from kiosk.errors import DoorNotRunning
+
+    try:
+        return _ask_door(config, command, **arguments)
+    except DoorNotRunning as error:
+        raise FaceKioskError(f"the door is running (it holds {config.service_lock}) and owns the camera and pins, but "
+                             f"its local API {config.api_socket} does not answer (is it still starting?): try again, or "
+                             f"stop it first (sudo systemctl stop kiosk), run 'kiosk {usage}', then sudo systemctl "
+                             "start kiosk") from error
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -66,11 +90,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from kiosk import assemble
+    from kiosk.service import lock_state_dir
+    from kiosk.stage_bench import recorded_scene, run_bench
+
+    config = _config(args)
+    lock = None
+    if args.camera is not None:
+        try:
+            lock = lock_state_dir(config)  # the running door owns the camera
+        except ServiceRunning as error:
+            raise FaceKioskError(f"the door is running ({error}) and owns the camera: stop it first (sudo systemctl stop kiosk), "
+                                 "run 'kiosk bench --camera', then sudo systemctl start kiosk; plain 'kiosk bench' needs no "
+                                 "camera") from error
+        camera, source = assemble.frames(config), f"the camera {config.camera.source!r}"
+    else:
+        camera, source = recorded_scene(), "the demo's recorded scene (640x480)"
+    try:
+        result = run_bench(config, camera, source, count=args.count, num_threads=args.threads)
+    finally:
+        camera.close()
+        if lock is not None:
+            os.close(lock)
+    print(result.report())
+    if args.json:
+        args.json.write_text(result.as_json())
+    print("Please report these figures from a Pi: see 'Pi speed: report yours' in the README.")
+    return 0
+
+
 def cmd_selftest(args: argparse.Namespace) -> int:
     from kiosk.selftest import run_selftest
 
     config = _config(args)
-    lock = _lock_while_stopped(config, "selftest")  # it drives the camera and the relay the running door owns
+    lock = _lock_or_service(config)  # it drives the camera and the relay the running door owns
+    if lock is None:
+        print("the door is running: checking it through its local API")
+        if args.button:
+            print("SKIP  button             the running door owns it: press it and watch the LED show enrol mode, "
+                  "or stop the door (sudo systemctl stop kiosk) and run this again")
+        results = _ask_locked_door(config, "selftest", "selftest", relay=args.relay)
+        failed = [c["name"] for c in results if c["status"] == "FAIL"]
+        print(f"{len(results) - len(failed)} of {len(results)} checks passed or skipped"
+              + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+        return 1 if failed else 0
     try:
         checks = run_selftest(config, args.relay, args.button)
     finally:
@@ -92,6 +156,16 @@ def cmd_relay_off(args: argparse.Namespace) -> int:
     from kiosk.errors import HardwareError
     from kiosk.gpio import make_pin_factory, switch_relay_off
 
+    running = _running_door(args)
+    if running is not None:
+        from kiosk.errors import ApiError
+
+        try:
+            print(_ask_door(running, "relay-off"))
+            return 0
+        except ApiError as error:  # never give up: try the pin itself
+            print(f"kiosk relay-off: warning: the running door did not switch it off ({error}); driving the pin",
+                  file=sys.stderr)
     targets, factory_name = _relay_off_targets(args)
     try:
         factory = make_pin_factory(factory_name)
@@ -108,6 +182,36 @@ def cmd_relay_off(args: argparse.Namespace) -> int:
             continue
         print(f"relay on GPIO {pin} ({'active-high' if active_high else 'active-low'}, from {source}) is off")
     return 2 if failed else 0
+
+
+def _running_door(args: argparse.Namespace) -> Config | None:
+    """The config, when it is usable and a door answers on its local API; else None."""
+    from kiosk.errors import ApiError
+
+    try:
+        config = _config(args)
+        _ask_door(config, "status")
+    except (ConfigError, OSError, ApiError):
+        return None
+    return config
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from kiosk.control import DoorStatus
+    from kiosk.errors import DoorNotRunning
+
+    config = _config(args)
+    try:
+        if args.end_lockout:
+            print(_ask_door(config, "end-lockout"))
+        status = _ask_door(config, "status")
+    except DoorNotRunning as error:
+        print(error)
+        return 3
+    print(json.dumps(status, indent=2) if args.json else DoorStatus.from_dict(status).summary())
+    return 0
 
 
 def _relay_off_targets(args: argparse.Namespace) -> tuple[list[tuple[str, int, bool]], str]:
@@ -159,7 +263,12 @@ def cmd_enroll(args: argparse.Namespace) -> int:
             for note in notes:
                 print(note, file=sys.stderr)
         else:
-            lock = _lock_while_stopped(config, "enroll --camera")
+            lock = _lock_or_service(config)
+            if lock is None:
+                print(f"the door is running: it enrols {args.name!r} with its camera; look at it and turn your head a little")
+                result = _ask_locked_door(config, "enroll", "enroll --camera", name=args.name, role=args.role)
+                print(f"enrolled {result['name']!r} as {result['role']} with {result['embeddings']} face embeddings")
+                return 0
             try:
                 person = _enroll_from_camera(args, config, pipeline, gallery)
             finally:
@@ -359,6 +468,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--relay", action="store_true", help="also click the relay once (the door opens for 0.5 s!)")
     p.add_argument("--button", action="store_true", help="also wait for a press of the enrol button")
     p.set_defaults(handler=cmd_selftest)
+
+    p = sub.add_parser("bench", help="time each stage of the door on this machine (report it from your Pi)",
+                       description="Run the door's per-frame work (capture, detect, align, encode, liveness, match, decide) "
+                                   "on the demo's recorded frames, or the camera, and print per-stage times, frames per "
+                                   "second, CPU temperature and throttling. Touches no pins or gallery.")
+    with_config(p)
+    p.add_argument("--camera", nargs="?", const=True, metavar="SOURCE",
+                   help="use the configured camera (or SOURCE) instead of the recorded frames; stop the service first")
+    p.add_argument("--count", type=int, default=200, help="frames to time (default 200)")
+    p.add_argument("--threads", type=int, default=2, help="encoder threads (default 2, as the door runs)")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.set_defaults(handler=cmd_bench)
+
+    p = sub.add_parser("status", help="what the running door is doing (lock, camera, speed, last decision, lockout)",
+                       description="Ask the running door (kiosk run, the service) over its local API what it is doing. "
+                                   "Exit 3 when it is not running.")
+    with_config(p)
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+    p.add_argument("--end-lockout", action="store_true", help="first end a lockout (logged with your user name)")
+    p.set_defaults(handler=cmd_status)
 
     p = sub.add_parser("relay-off", help="force the door relay off (the service runs this after it stops)",
                        description="Drive the relay off: pins from the config, or if it is broken from the record of the "

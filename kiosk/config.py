@@ -61,6 +61,11 @@ class StorageConfig:
 
 
 @dataclass
+class ApiConfig:
+    socket: str = ""  # the local API's Unix socket; empty: /run/kiosk/kiosk.sock under systemd, else <state_dir>/kiosk.sock
+
+
+@dataclass
 class Config:
     camera: CameraSettings = field(default_factory=CameraSettings)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
@@ -70,6 +75,7 @@ class Config:
     enrollment: EnrollmentConfig = field(default_factory=EnrollmentConfig)
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -95,6 +101,17 @@ class Config:
         return self.state_dir / "kiosk.lock"
 
 
+    @property
+    def api_socket(self) -> Path:
+        """``api.socket``, or systemd's runtime folder for the service (``RuntimeDirectory=kiosk``) when it exists,
+        else the state folder."""
+        if self.api.socket:
+            return Path(self.api.socket)
+        return (SERVICE_RUNTIME_DIR if SERVICE_RUNTIME_DIR.is_dir() else self.state_dir) / "kiosk.sock"
+
+
+SERVICE_RUNTIME_DIR = Path("/run/kiosk")
+"""The service's runtime folder (systemd makes it: ``RuntimeDirectory=kiosk``, mode 0750, group kiosk)."""
 SERVICE_STATE_DIR = Path("/var/lib/kiosk")
 """The service's state folder; ``deploy/install.sh`` creates it, owned by the ``kiosk`` user."""
 

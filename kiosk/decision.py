@@ -236,6 +236,22 @@ class DoorDecision:
         """Whether the relay should be energised right now (as of the last call)."""
         return self.unlocked_until is not None
 
+    # An admin's orders (the local API and the web page, through kiosk.control) -------------------
+
+    def open_for(self, now: float, seconds: float) -> None:
+        """Open the door now for ``seconds`` (a remote unlock or the self-test's click), whatever is in view."""
+        self.unlocked_until = max(self.unlocked_until or now, now + seconds)
+        self.attempt = None
+
+    def close_now(self) -> None:
+        """End an unlock at once (``kiosk relay-off`` while the service runs)."""
+        self.unlocked_until = None
+
+    def end_lockout(self) -> None:
+        """Lift a lockout and forget the suspicious attempts counting towards the next one."""
+        self.locked_out_until = None
+        self.suspicious.clear()
+
     # The rules ---------------------------------------------------------------------------------
 
     def _add(self, attempt: Attempt, obs: Observation) -> None:

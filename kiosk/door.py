@@ -97,6 +97,8 @@ class Door:
         """Events not yet written to the event log (the disk was full); retried with the next one."""
         self.frames = 0
         self.last_event: Event | None = None
+        self.event_sink: Callable[[Event], None] | None = None
+        """Called with every event the door logs (the service's :class:`kiosk.control.DoorControl`)."""
         self._damaged_reported: set[str] = set()
         self._attempt_frames: list[bytes] = []
         self._granted_frames: set[bytes] = set()
@@ -243,7 +245,7 @@ class Door:
         lock people out (nor let anyone in). Unsaved events are written, oldest
         first, as soon as a write succeeds again.
         """
-        self.last_event = event
+        self._announce(event)
         self.unsaved_events.append((self.gallery.clock(), event))
         try:
             while self.unsaved_events:
@@ -252,6 +254,12 @@ class Door:
                 self.unsaved_events.popleft()
         except GalleryError as error:
             log.error("event log not saved (%d event(s) waiting in memory): %s", len(self.unsaved_events), error)
+
+    def _announce(self, event: Event) -> None:
+        """Make ``event`` the last event and pass it to :attr:`event_sink` (the service's neighbours)."""
+        self.last_event = event
+        if self.event_sink is not None:
+            self.event_sink(event)
 
     # Lockout across restarts ------------------------------------------------------------------
 
@@ -334,13 +342,49 @@ class Door:
                 self.start_enrollment(now)
         self._button_was_pressed = pressed
 
-    def start_enrollment(self, now: float) -> None:
-        """Begin button enrolment (the door stays locked throughout)."""
+    def start_enrollment(self, now: float, name: str | None = None, role: str | None = None,
+                         trusted: bool = False) -> ButtonEnrollment:
+        """Begin an enrolment at the camera (the door stays locked throughout).
+
+        The button starts an untrusted one (an admin must be recognised first);
+        the local API starts a trusted one for ``kiosk enroll NAME --camera``,
+        whose caller is as trusted as a shell on the door.
+        """
         self.hardware.lock()
         self.decision.attempt = None
         self.boundary.forget()  # the admin check starts a fresh attempt
-        self.enrollment = ButtonEnrollment(self.gallery, self.config.enrollment, self.decision.settings, now)
+        self.enrollment = ButtonEnrollment(self.gallery, self.config.enrollment, self.decision.settings, now,
+                                           name=name, trusted=trusted, role=role)
         self.hardware.show(Led.ENROLLING)
+        return self.enrollment
+
+    # An admin's orders (kiosk.control queues them to the frame loop) -------------------------------
+
+    def open_for(self, seconds: float, why: str) -> Event:
+        """Open the door for ``seconds`` on an admin's order; logged as an ``admin`` event saying who and why."""
+        self.decision.open_for(self.clock(), seconds)
+        self.hardware.unlock()
+        self.hardware.show(Led.GRANTED)
+        return self.log_admin(why)
+
+    def close_now(self, why: str) -> Event:
+        """Relay off now, ending any unlock (logged)."""
+        self.decision.close_now()
+        self.hardware.lock()
+        return self.log_admin(why)
+
+    def end_lockout(self, why: str) -> Event:
+        """Lift a lockout on an admin's order (logged, and saved so that a restart does not bring it back)."""
+        self.decision.end_lockout()
+        self._save_lockout()
+        self.hardware.show(Led.IDLE)
+        return self.log_admin(why)
+
+    def log_admin(self, what: str) -> Event:
+        """Log an admin's action (``admin`` event): every change made from the API or the web page is in the log."""
+        event = Event("admin", None, None, what[:500])
+        self._record(event)
+        return event
 
     def _enrolment_frame(self, obs: Observation, faces: int, embedded, frame: np.ndarray,
                          timings: dict[str, float]) -> FrameReport:
@@ -356,7 +400,7 @@ class Door:
             if enrollment.person is not None:
                 self.reload_gallery()
                 event = Event("enrolled", enrollment.person.name, None, enrollment.message)
-                self.last_event = event
+                self._announce(event)  # the gallery logged it
                 self.hardware.show(Led.GRANTED)
             else:
                 event = Event("error", None, None, f"enrolment: {enrollment.message}")
@@ -376,6 +420,7 @@ class Door:
         """
         self._templates = self.gallery.templates()
         self._schedules = {person.name: person.schedule for person in self.gallery.people()}
+        self.people_enrolled = len(self._schedules)
         self._set_threshold()
         for schedule in self._schedules.values():
             if schedule.unreadable:

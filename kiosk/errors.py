@@ -52,5 +52,17 @@ class ServiceRunning(FaceKioskError):
     """``<state_dir>/kiosk.lock`` is held: ``kiosk run`` (or a restore) is using the state folder."""
 
 
+class ApiError(FaceKioskError):
+    """The running door's local API cannot be reached, or it refused a request (the message says why)."""
+
+
+class DoorNotRunning(ApiError):
+    """No door answers on the local API's socket (the service is stopped)."""
+
+
+class DoorNotAnswering(ApiError):
+    """The door's frame loop did not take an order in time (it is stuck or stopping)."""
+
+
 class TrainingError(FaceKioskError):
     """A training step (``kiosk-train``, the desktop tool) cannot go on: missing tools or data, or a result that must not ship."""

@@ -44,9 +44,9 @@ import numpy as np
 from kiosk.errors import GalleryError, ScheduleError
 from kiosk.schedule import Schedule
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 ROLES = ("admin", "user")
-EVENT_KINDS = ("granted", "denied", "unknown", "spoof", "enrolled", "error")
+EVENT_KINDS = ("granted", "denied", "unknown", "spoof", "enrolled", "error", "admin")
 EMBEDDING_SIZE = 128
 """Numbers per embedding (the shipped encoder's output); a stored vector of another length is refused."""
 UNIT_NORM_TOLERANCE = 1e-3
@@ -58,6 +58,14 @@ REOPEN_SECONDS = 5.0
 """A gallery opened read-only tries to reopen for writing at most this often."""
 WAL_HEADER_BYTES = 32
 
+EVENTS_TABLE = """CREATE TABLE {name} (
+        id INTEGER PRIMARY KEY,
+        time REAL NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN (%s)),
+        person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
+        score REAL,
+        detail TEXT NOT NULL DEFAULT ''
+    )""" % ", ".join(f"'{kind}'" for kind in EVENT_KINDS)
 SCHEMA = [
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE people (
@@ -75,14 +83,7 @@ SCHEMA = [
         created REAL NOT NULL,
         mac BLOB NOT NULL
     )""",
-    """CREATE TABLE events (
-        id INTEGER PRIMARY KEY,
-        time REAL NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('granted', 'denied', 'unknown', 'spoof', 'enrolled', 'error')),
-        person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
-        score REAL,
-        detail TEXT NOT NULL DEFAULT ''
-    )""",
+    EVENTS_TABLE.format(name="events"),
     "CREATE INDEX events_time ON events(time)",
     "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
@@ -91,6 +92,13 @@ MIGRATION_1_TO_2 = [
     "CREATE TABLE state (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ]
 MIGRATION_2_TO_3 = ["ALTER TABLE people ADD COLUMN schedule TEXT NOT NULL DEFAULT ''"]
+MIGRATION_3_TO_4 = [  # admin actions in the event log: SQLite cannot change a CHECK, so the table is copied
+    EVENTS_TABLE.format(name="events_4"),
+    "INSERT INTO events_4 SELECT id, time, kind, person_id, score, detail FROM events",
+    "DROP TABLE events",
+    "ALTER TABLE events_4 RENAME TO events",
+    "CREATE INDEX events_time ON events(time)",
+]
 
 T = TypeVar("T")
 
@@ -306,7 +314,8 @@ class Gallery:
 
     def _migrate(self, version: int) -> None:
         """Upgrade to the current schema in one transaction. From schema 1, existing embeddings are signed
-        (trusted as they are now); from 2, people get a schedule (always)."""
+        (trusted as they are now); from 2, people get a schedule (always); from 3, the event log takes admin
+        actions."""
         if self._immutable:
             raise GalleryError(
                 f"gallery {self.path} must be upgraded to schema {SCHEMA_VERSION} (it has {version}) but cannot be "
@@ -321,7 +330,7 @@ class Gallery:
                 db.executemany("UPDATE embeddings SET mac = ? WHERE id = ?",
                                [(template_mac(key, person_id, model, vector), row_id)
                                 for row_id, person_id, model, vector in rows if isinstance(vector, bytes)])
-            for statement in MIGRATION_2_TO_3:
+            for statement in (MIGRATION_2_TO_3 if version < 3 else []) + MIGRATION_3_TO_4:
                 db.execute(statement)
             db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
         self._load_key()

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiosk import assemble
+from kiosk.api import ApiServer
 from kiosk.config import Config
+from kiosk.control import DoorControl
 from kiosk.door import Door, FrameReport, stage_summary
 from kiosk.errors import EndOfStream, FaceKioskError, GalleryError, ServiceRunning
 from kiosk.gallery import write_private_file
@@ -85,6 +87,8 @@ class DoorService:
     err: Callable[[str], None] = _stderr
     stats: bool = False
     wall_clock: Callable[[], datetime.datetime] = datetime.datetime.now
+    control: DoorControl | None = None
+    """Orders from the local API and the web page, carried out between frames; the status and events published."""
 
     def status_line(self, fps: float, report: FrameReport) -> str:
         """The systemd status: speed, people, camera, the last decision and the threshold in force."""
@@ -115,6 +119,8 @@ class DoorService:
                 report = door.step()
             except EndOfStream:
                 break
+            if self.control is not None:
+                self.control.serve(door, report)
             if report.error is not None:
                 failures += 1
                 self.err(f"kiosk: error: {report.error}")
@@ -224,6 +230,18 @@ def _startup_warnings(door: Door, config: Config, err: Callable[[str], None]) ->
             f"re-enrolled: {', '.join(stale)}")
 
 
+def _start_api(config: Config, control: DoorControl, err: Callable[[str], None]) -> ApiServer | None:
+    """The local API for the CLI; the door runs without it (and says so) if its socket cannot be made."""
+    try:
+        api = ApiServer(config.api_socket, control, config)
+    except (OSError, FaceKioskError) as error:
+        err(f"warning: no local API ({error}): 'kiosk status', and 'kiosk selftest' or 'kiosk enroll --camera' while "
+            "the door runs, will not work")
+        return None
+    api.start()
+    return api
+
+
 def run_service(config: Config, stats: bool = False, out: Callable[[str], None] = _stdout,
                 err: Callable[[str], None] = _stderr) -> None:
     """Run the door until SIGTERM/SIGINT or the end of a finite camera source; the relay is off when it returns or raises."""
@@ -248,7 +266,13 @@ def run_service(config: Config, stats: bool = False, out: Callable[[str], None] 
                 "Ctrl-C to stop")
             out(f"kiosk: similarity threshold {door.threshold:.3f} from {door.door_threshold.source}: expected strangers "
                 f"let in {door.door_threshold.expected_far:.1e} per attempt")
-            DoorService(door, config, notifier, out=out, err=err, stats=stats).run(stop)
+            control = DoorControl()
+            api = _start_api(config, control, err)
+            try:
+                DoorService(door, config, notifier, out=out, err=err, stats=stats, control=control).run(stop)
+            finally:
+                if api is not None:
+                    api.stop()
             if stop:
                 out(f"kiosk: {stop.reason} received; relay off, stopping")
         finally:

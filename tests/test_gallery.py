@@ -147,7 +147,7 @@ def test_corrupt_file_is_reported_not_overwritten(tmp_path):
 
 def test_schema_version_is_recorded(gallery):
     row = sqlite3.connect(gallery.path).execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    assert row == (str(SCHEMA_VERSION),) == ("3",)
+    assert row == (str(SCHEMA_VERSION),) == ("4",)
     assert gallery.integrity_ok()
 
 
@@ -437,3 +437,27 @@ def test_a_restore_by_root_leaves_the_files_to_the_service_user(tmp_path):
     Gallery.restore(backup, state / "gallery.sqlite3", "model-a")
     for name in ("gallery.sqlite3", "gallery.key", "gallery.created"):
         assert ((state / name).stat().st_uid, (state / name).stat().st_mode & 0o777) == (65534, 0o600), name
+
+
+def test_a_schema_3_gallery_keeps_its_events_and_then_logs_admin_actions(tmp_path):
+    path = tmp_path / "gallery.sqlite3"
+    gallery = Gallery(path, "model-a")
+    gallery.log_event("unknown", None, 0.2, "a stranger")
+    gallery.close()
+    db = sqlite3.connect(path)  # back to schema 3: the event log's CHECK without 'admin'
+    with db:
+        db.executescript("""
+            CREATE TABLE old (id INTEGER PRIMARY KEY, time REAL NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('granted', 'denied', 'unknown', 'spoof', 'enrolled', 'error')),
+                person_id INTEGER REFERENCES people(id) ON DELETE SET NULL, score REAL, detail TEXT NOT NULL DEFAULT '');
+            INSERT INTO old SELECT * FROM events; DROP TABLE events; ALTER TABLE old RENAME TO events;
+            CREATE INDEX events_time ON events(time);
+            UPDATE meta SET value = '3' WHERE key = 'schema_version';
+        """)
+    db.close()
+    gallery = Gallery(path, "model-a")
+    gallery.log_event("admin", None, None, "lockout ended by alice (uid 1000)")
+    assert [(e.kind, e.detail) for e in gallery.events()] == [("unknown", "a stranger"),
+                                                             ("admin", "lockout ended by alice (uid 1000)")]
+    assert gallery.integrity_ok()
+    gallery.close()
