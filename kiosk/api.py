@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.config import Config
-from kiosk.control import DoorControl
-from kiosk.errors import ApiError, DoorNotRunning, FaceKioskError, GalleryError
+from kiosk.control import DoorControl, enrol_at_camera
+from kiosk.errors import ApiError, DoorNotRunning, FaceKioskError
 
 MAX_REQUEST_BYTES = 65536
 SELFTEST_CLICK_SECONDS = 0.5
@@ -182,20 +182,7 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     def _enroll(self, name: str, role: Any, caller: str, progress: Callable[[str], None]) -> dict[str, Any]:
         """Enrol NAME at the door's camera (trusted, like ``kiosk enroll --camera`` on a stopped door)."""
-        if not name:
-            raise ApiError("enroll needs a name")
-        if role not in (None, "admin", "user"):
-            raise ApiError(f"role must be admin or user, not {role!r}")
-
-        def start(door):
-            if door.enrollment is not None:
-                raise ApiError(f"the door is already enrolling ({door.enrollment.phase.value}): wait for it to finish")
-            if name in {person.name for person in door.gallery.people()}:
-                raise GalleryError(f"{name!r} is already enrolled: pick another name or remove them first")
-            door.log_admin(f"enrolment of {name!r} at the camera started by {caller}")
-            return door.start_enrollment(door.clock(), name=name, role=role, trusted=True)
-
-        session = self.control.ask(start)
+        session = self.control.ask(enrol_at_camera(name, role, caller))
         deadline = time.monotonic() + self.config.enrollment.capture_seconds + 30
         said = ""
         while not session.finished:

@@ -214,6 +214,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_web_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from kiosk.web import MIN_PASSWORD_LENGTH, set_password
+
+    config = _config(args)
+    if args.stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"new web admin password (at least {MIN_PASSWORD_LENGTH} characters): ")
+        if getpass.getpass("the same again: ") != password:
+            raise ConfigError("the two passwords differ; nothing was changed")
+    set_password(config.web_password, password)
+    print(f"web admin password set ({config.web_password}); restart the door to serve the page on port "
+          f"{config.web.port}: sudo systemctl restart kiosk")
+    return 0
+
+
 def _relay_off_targets(args: argparse.Namespace) -> tuple[list[tuple[str, int, bool]], str]:
     """(where it came from, relay pin, active high) for each relay ``kiosk relay-off`` switches off, and the pin factory."""
     from kiosk.service import read_relay_record
@@ -488,6 +506,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the status as JSON")
     p.add_argument("--end-lockout", action="store_true", help="first end a lockout (logged with your user name)")
     p.set_defaults(handler=cmd_status)
+
+    p = sub.add_parser("web-password", help="set the web admin page's password (the page is off until one is set)",
+                       description="Set the password of the web admin page (stored as a salted scrypt hash in "
+                                   "<state_dir>/web-password.json). Run it as the kiosk user: sudo -u kiosk kiosk web-password")
+    with_config(p)
+    p.add_argument("--stdin", action="store_true", help="read the password from the first line of standard input")
+    p.set_defaults(handler=cmd_web_password)
 
     p = sub.add_parser("relay-off", help="force the door relay off (the service runs this after it stops)",
                        description="Drive the relay off: pins from the config, or if it is broken from the record of the "

@@ -66,6 +66,17 @@ class ApiConfig:
 
 
 @dataclass
+class WebConfig:
+    enabled: bool = True  # serve the admin page once 'kiosk web-password' has set a password (never before)
+    listen: str = "0.0.0.0"  # the address to listen on; "127.0.0.1" keeps the page on the Pi itself
+    port: int = 8080
+    tls_cert: str = ""  # PEM certificate and key for HTTPS; empty: plain HTTP, for a trusted home network only
+    tls_key: str = ""
+    remote_unlock: bool = False  # show an "open the door" button to the admin (logged with the address)
+    session_hours: float = 12.0  # a login lasts this long
+
+
+@dataclass
 class Config:
     camera: CameraSettings = field(default_factory=CameraSettings)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
@@ -76,6 +87,7 @@ class Config:
     liveness: LivenessConfig = field(default_factory=LivenessConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    web: WebConfig = field(default_factory=WebConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -100,6 +112,11 @@ class Config:
         """Held by ``kiosk run`` while it runs; ``kiosk restore`` refuses while it is held."""
         return self.state_dir / "kiosk.lock"
 
+
+    @property
+    def web_password(self) -> Path:
+        """The web admin's password hash (``kiosk web-password`` writes it; the page is off while it is missing)."""
+        return self.state_dir / "web-password.json"
 
     @property
     def api_socket(self) -> Path:
@@ -140,6 +157,8 @@ RANGES: dict[str, tuple[float, float]] = {
     "decision.liveness_wait_seconds": (1, 30),
     "decision.track_gap_seconds": (0.1, 5),
     "liveness.min_face_fraction": (0.1, 0.8),
+    "web.port": (1, 65535),
+    "web.session_hours": (0.1, 720),
 }
 """Keys bounded on both sides (inclusive); the error message names the range."""
 

@@ -24,10 +24,11 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from kiosk.decision import Event
-from kiosk.errors import DoorNotAnswering
+from kiosk.errors import ApiError, DoorNotAnswering, GalleryError
 
 if TYPE_CHECKING:
     from kiosk.door import Door, FrameReport
+    from kiosk.enroll import ButtonEnrollment
 
 ORDER_TIMEOUT_SECONDS = 10.0
 """How long an order waits for the frame loop to take it (a frame takes well under a second)."""
@@ -219,3 +220,25 @@ class DoorControl:
 
     def _collect(self, event: Event) -> None:
         self._pending.append(event)
+
+
+def enrol_at_camera(name: str, role: str | None, who: str) -> Callable[[Door], ButtonEnrollment]:
+    """The order that starts a trusted enrolment of ``name`` at the door's camera (from the API or the web page).
+
+    Refused while the door already enrols someone, or when the name is taken
+    (the door would fail only after the capture). Logged with ``who``.
+    """
+    if not name or any(ord(c) < 32 for c in name) or len(name) > 100:
+        raise ApiError("a person's name is 1 to 100 printable characters")
+    if role not in (None, "admin", "user"):
+        raise ApiError(f"role must be admin or user, not {role!r}")
+
+    def start(door: Door) -> ButtonEnrollment:
+        if door.enrollment is not None:
+            raise ApiError(f"the door is already enrolling ({door.enrollment.phase.value}): wait for it to finish")
+        if name in {person.name for person in door.gallery.people()}:
+            raise GalleryError(f"{name!r} is already enrolled: pick another name or remove them first")
+        door.log_admin(f"enrolment of {name!r} at the camera started by {who}")
+        return door.start_enrollment(door.clock(), name=name, role=role, trusted=True)
+
+    return start

@@ -58,14 +58,14 @@ REOPEN_SECONDS = 5.0
 """A gallery opened read-only tries to reopen for writing at most this often."""
 WAL_HEADER_BYTES = 32
 
-EVENTS_TABLE = """CREATE TABLE {name} (
+EVENTS_TABLE = f"""CREATE TABLE {{name}} (
         id INTEGER PRIMARY KEY,
         time REAL NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN (%s)),
+        kind TEXT NOT NULL CHECK (kind IN ({", ".join(f"'{kind}'" for kind in EVENT_KINDS)})),
         person_id INTEGER REFERENCES people(id) ON DELETE SET NULL,
         score REAL,
         detail TEXT NOT NULL DEFAULT ''
-    )""" % ", ".join(f"'{kind}'" for kind in EVENT_KINDS)
+    )"""
 SCHEMA = [
     "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE people (
@@ -566,15 +566,28 @@ class Gallery:
 
         self._guard(action)
 
-    def events(self, since: float | None = None, limit: int | None = None) -> list[EventRecord]:
+    def events(self, since: float | None = None, limit: int | None = None, until: float | None = None,
+               kind: str | None = None, person: str | None = None, newest_first: bool = False,
+               offset: int = 0) -> list[EventRecord]:
+        """Events from ``since`` to before ``until``, of one ``kind`` or ``person`` if given; oldest first, or the
+        newest first when paging (``limit`` rows after skipping ``offset``). Without ``newest_first``, ``limit``
+        keeps the last rows."""
         query = "SELECT ev.time, ev.kind, p.name, ev.score, ev.detail FROM events ev LEFT JOIN people p ON p.id = ev.person_id"
-        params: list = []
-        if since is not None:
-            query += " WHERE ev.time >= ?"
-            params.append(since)
-        query += " ORDER BY ev.time, ev.id"
+        conditions, params = [], []
+        for condition, value in (("ev.time >= ?", since), ("ev.time < ?", until), ("ev.kind = ?", kind),
+                                 ("p.name = ?", person)):
+            if value is not None:
+                conditions.append(condition)
+                params.append(value)
+        if conditions:
+            query += " WHERE " + " AND ".join(conditions)
+        if newest_first:
+            query += " ORDER BY ev.time DESC, ev.id DESC LIMIT ? OFFSET ?"
+            params += [-1 if limit is None else limit, offset]
+        else:
+            query += " ORDER BY ev.time, ev.id"
         rows = self._read(lambda db: db.execute(query, params).fetchall())
-        if limit is not None:
+        if limit is not None and not newest_first:
             rows = rows[-limit:]
         return [EventRecord(*row) for row in rows]
 

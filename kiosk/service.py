@@ -242,6 +242,26 @@ def _start_api(config: Config, control: DoorControl, err: Callable[[str], None])
     return api
 
 
+def _start_web(config: Config, control: DoorControl, out: Callable[[str], None], err: Callable[[str], None]):
+    """The web admin page, when it is enabled and has a password; the door runs without it (and says why)."""
+    if not config.web.enabled:
+        return None
+    if not config.web_password.exists():
+        out("kiosk: web admin page off: set its password with 'kiosk web-password' and restart")
+        return None
+    from kiosk.web import WebServer  # Flask is loaded only when the page is on
+
+    try:
+        server = WebServer(config, control)
+    except FaceKioskError as error:
+        err(f"warning: no web admin page: {error}")
+        return None
+    server.start()
+    out(f"kiosk: web admin page on {server.url}" + ("" if server.url.startswith("https") else
+                                                     " (plain HTTP: use it on a trusted home network only)"))
+    return server
+
+
 def run_service(config: Config, stats: bool = False, out: Callable[[str], None] = _stdout,
                 err: Callable[[str], None] = _stderr) -> None:
     """Run the door until SIGTERM/SIGINT or the end of a finite camera source; the relay is off when it returns or raises."""
@@ -267,12 +287,13 @@ def run_service(config: Config, stats: bool = False, out: Callable[[str], None] 
             out(f"kiosk: similarity threshold {door.threshold:.3f} from {door.door_threshold.source}: expected strangers "
                 f"let in {door.door_threshold.expected_far:.1e} per attempt")
             control = DoorControl()
-            api = _start_api(config, control, err)
+            neighbours = [server for server in (_start_api(config, control, err), _start_web(config, control, out, err))
+                          if server is not None]
             try:
                 DoorService(door, config, notifier, out=out, err=err, stats=stats, control=control).run(stop)
             finally:
-                if api is not None:
-                    api.stop()
+                for server in neighbours:
+                    server.stop()
             if stop:
                 out(f"kiosk: {stop.reason} received; relay off, stopping")
         finally:

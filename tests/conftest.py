@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,17 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from hypothesis import settings
 
+from kiosk import api, assemble
+from kiosk.camera import PlaylistCamera, ReconnectingCamera
+from kiosk.config import Config
+from kiosk.control import DoorControl
+from kiosk.demo import demo_data
+from kiosk.enroll import enroll_from_images
 from kiosk.errors import GalleryError
 from kiosk.gallery import Gallery
+from kiosk.liveness import NoLivenessCheck
+from kiosk.notify import SystemdNotifier
+from kiosk.service import DoorService, StopFlag, lock_state_dir
 
 # Property tests draw the same examples on every CI run (a flaky test blocks every landing);
 # locally they explore new random examples each time.
@@ -150,3 +160,94 @@ def png_header_only(path, width: int, height: int) -> None:
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+
+
+# A running door (kiosk run in-process) for the local API, the web page and MQTT -------------------------
+
+ENROL = sorted((demo_data() / "enrol").glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def door_pipeline():
+    return assemble.pipeline(Config())
+
+
+class RunningDoor:
+    """``kiosk run`` in-process: the door built and run in a thread of its own (SQLite connections belong to the
+    thread that opened them), its local API on a socket in ``state``."""
+
+    def __init__(self, state: Path, pipeline, frames: list[Path], configure: Callable[[Config], None] | None = None,
+                 owner: bool = True) -> None:
+        self.config = Config()
+        self.config.storage.state_dir = str(state)
+        self.config.gpio.pin_factory = "mock"
+        self.config.camera.max_fps = 30.0
+        self.config.enrollment.capture_seconds = 4.0
+        self.config.enrollment.frames = 3
+        if configure is not None:
+            configure(self.config)
+        gallery = assemble.gallery(self.config)
+        if owner:
+            enroll_from_images("owner", ENROL, pipeline, gallery)
+        gallery.close()
+        self.lock = lock_state_dir(self.config)  # as run_service holds it
+        self.control = DoorControl()
+        self.server = api.ApiServer(self.config.api_socket, self.control, self.config)
+        self.server.start()
+        self.stop = StopFlag()
+        self.thread = threading.Thread(target=self._run, args=(pipeline, frames), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while self.control.status is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def _run(self, pipeline, frames: list[Path]) -> None:
+        camera = ReconnectingCamera(lambda: PlaylistCamera(frames, loop=True))
+        self.door = assemble.door(self.config, face_pipeline=pipeline, door_camera=camera,
+                                  door_liveness=NoLivenessCheck())
+        try:
+            DoorService(self.door, self.config, SystemdNotifier({}), out=lambda line: None, err=lambda line: None,
+                        control=self.control).run(self.stop)
+        finally:
+            self.door.close()
+            self.door.gallery.close()
+
+    def ask(self, command: str, **arguments):
+        progress: list[str] = []
+        return api.request(self.config.api_socket, command, progress=progress.append, **arguments), progress
+
+    def events(self):
+        """The event log, read as another process would."""
+        gallery = assemble.gallery(self.config)
+        try:
+            return gallery.events()
+        finally:
+            gallery.close()
+
+    def people(self) -> set[str]:
+        gallery = assemble.gallery(self.config)
+        try:
+            return {person.name for person in gallery.people()}
+        finally:
+            gallery.close()
+
+    def close(self) -> None:
+        self.stop.reason = "test over"
+        self.thread.join(10)
+        self.server.stop()
+        os.close(self.lock)
+
+
+@pytest.fixture
+def running(tmp_path, door_pipeline):
+    doors: list[RunningDoor] = []
+
+    def start(frames: list[Path], configure: Callable[[Config], None] | None = None, owner: bool = True) -> RunningDoor:
+        doors.append(RunningDoor(tmp_path / f"d{len(doors)}", door_pipeline, frames, configure, owner))
+        return doors[-1]
+
+    yield start
+    for door in doors:
+        door.close()
+
+

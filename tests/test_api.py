@@ -3,111 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import stat
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from kiosk import api, assemble
-from kiosk.camera import PlaylistCamera, ReconnectingCamera
 from kiosk.cli import main
 from kiosk.config import Config
 from kiosk.control import DoorControl, DoorStatus, EventListener, TimedEvent
 from kiosk.demo import demo_data
 from kiosk.enroll import enroll_from_images
 from kiosk.errors import ApiError, DoorNotAnswering, DoorNotRunning
-from kiosk.liveness import NoLivenessCheck
-from kiosk.notify import SystemdNotifier
-from kiosk.service import DoorService, StopFlag, lock_state_dir, run_service
+from kiosk.service import run_service
 
 DATA = demo_data()
 OWNER = sorted((DATA / "frames").glob("a1_*.jpg"))
 EMPTY = DATA / "frames" / "empty_00.jpg"
 ENROL = sorted((DATA / "enrol").glob("*.jpg"))
-
-
-@pytest.fixture(scope="module")
-def pipeline():
-    return assemble.pipeline(Config())
-
-
-class RunningDoor:
-    """``kiosk run`` in-process: the door built and run in a thread of its own (SQLite connections belong to the
-    thread that opened them), its local API on a socket in ``state``."""
-
-    def __init__(self, state: Path, pipeline, frames: list[Path]) -> None:
-        self.config = Config()
-        self.config.storage.state_dir = str(state)
-        self.config.gpio.pin_factory = "mock"
-        self.config.camera.max_fps = 30.0
-        self.config.enrollment.capture_seconds = 4.0
-        self.config.enrollment.frames = 3
-        gallery = assemble.gallery(self.config)
-        enroll_from_images("owner", ENROL, pipeline, gallery)
-        gallery.close()
-        self.lock = lock_state_dir(self.config)  # as run_service holds it
-        self.control = DoorControl()
-        self.server = api.ApiServer(self.config.api_socket, self.control, self.config)
-        self.server.start()
-        self.stop = StopFlag()
-        self.thread = threading.Thread(target=self._run, args=(pipeline, frames), daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while self.control.status is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-    def _run(self, pipeline, frames: list[Path]) -> None:
-        camera = ReconnectingCamera(lambda: PlaylistCamera(frames, loop=True))
-        self.door = assemble.door(self.config, face_pipeline=pipeline, door_camera=camera,
-                                  door_liveness=NoLivenessCheck())
-        try:
-            DoorService(self.door, self.config, SystemdNotifier({}), out=lambda line: None, err=lambda line: None,
-                        control=self.control).run(self.stop)
-        finally:
-            self.door.close()
-            self.door.gallery.close()
-
-    def ask(self, command: str, **arguments):
-        progress: list[str] = []
-        return api.request(self.config.api_socket, command, progress=progress.append, **arguments), progress
-
-    def events(self):
-        """The event log, read as another process would."""
-        gallery = assemble.gallery(self.config)
-        try:
-            return gallery.events()
-        finally:
-            gallery.close()
-
-    def people(self) -> set[str]:
-        gallery = assemble.gallery(self.config)
-        try:
-            return {person.name for person in gallery.people()}
-        finally:
-            gallery.close()
-
-    def close(self) -> None:
-        self.stop.reason = "test over"
-        self.thread.join(10)
-        self.server.stop()
-        os.close(self.lock)
-
-
-@pytest.fixture
-def running(tmp_path, pipeline):
-    doors: list[RunningDoor] = []
-
-    def start(frames: list[Path]) -> RunningDoor:
-        doors.append(RunningDoor(tmp_path / f"d{len(doors)}", pipeline, frames))
-        return doors[-1]
-
-    yield start
-    for door in doors:
-        door.close()
 
 
 def test_the_socket_is_for_the_service_user_and_group_only(running):
@@ -209,14 +123,14 @@ def test_a_slow_listener_loses_its_oldest_events_and_counts_them():
     assert listener.get(0.01) == []
 
 
-def test_kiosk_run_serves_the_api_while_it_runs_and_removes_the_socket_after(tmp_path, pipeline):
+def test_kiosk_run_serves_the_api_while_it_runs_and_removes_the_socket_after(tmp_path, door_pipeline):
     config = Config()
     config.storage.state_dir = str(tmp_path / "state")
     config.gpio.pin_factory = "mock"
     config.liveness.mode = "off"
     config.camera.source = str(DATA / "frames")
     gallery = assemble.gallery(config)
-    enroll_from_images("owner", ENROL, pipeline, gallery)
+    enroll_from_images("owner", ENROL, door_pipeline, gallery)
     gallery.close()
     seen: list[dict] = []
 
