@@ -5,7 +5,9 @@ Each pipeline does what it would do on a door camera frame: find the faces
 (see ``bench/pipelines.py``). face-kiosk runs the door's per-frame work: Haar
 on the frame downscaled to 320 px wide, tracked (only a window around the
 last face is searched, with a full scan every 5th frame), the int8 encoder,
-matching against a 50-template gallery and the decision step.
+matching against a 50-template gallery and the decision step
+(:class:`kiosk.stage_bench.DoorStages`, which ``kiosk bench`` times on a Pi,
+here with the liveness check off: the peers have none).
 
 Each pipeline runs in its own process, on 1 thread and on all cores, so the
 peak resident memory is that of a process running only that pipeline. Frames
@@ -58,24 +60,16 @@ def per_frame(name: str, models: Path, threads: int) -> Callable[[np.ndarray], b
 
     from kiosk import assemble
     from kiosk.clock import FakeClock
-    from kiosk.decision import DoorDecision, Observation
-    from kiosk.face import FaceTracker
-    from kiosk.gallery import Templates
-    from kiosk.match import match
+    from kiosk.stage_bench import DoorStages
 
     cv2.setNumThreads(threads)
-    pipeline = assemble.pipeline(assemble.default_config(models), num_threads=threads)
-    tracker = FaceTracker(pipeline.finder)
-    gallery = np.random.default_rng(0).normal(size=(50, 128)).astype(np.float32)
-    templates = Templates([f"person-{i // 5}" for i in range(50)], gallery / np.linalg.norm(gallery, axis=1, keepdims=True))
-    decision, clock = DoorDecision(), FakeClock()
+    config = assemble.default_config(models)
+    config.liveness.mode = "off"  # the peers have no liveness check
+    stages, clock = DoorStages(config, num_threads=threads), FakeClock()
 
     def run(frame: np.ndarray) -> bool:
-        faces = tracker.find(frame)
-        result = match(pipeline.embed_face(frame, faces[0]).embedding, templates, pipeline.encoder.threshold) if faces else None
         clock.advance(1 / 15)
-        decision.observe(Observation(clock(), bool(faces), result.person if result else None, result.score if result else None))
-        return bool(faces)
+        return stages.run(frame, clock()).faces > 0
 
     return run
 
