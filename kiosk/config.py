@@ -77,6 +77,21 @@ class WebConfig:
 
 
 @dataclass
+class MqttConfig:
+    enabled: bool = False  # publish to Home Assistant over MQTT
+    host: str = ""  # the broker, e.g. "homeassistant.local"
+    port: int = 1883  # 8883 for TLS
+    tls: bool = False
+    ca_file: str = ""  # the broker's CA certificate (PEM) for TLS; empty: the system's CAs
+    username: str = ""
+    password: str = ""
+    node_id: str = "face_kiosk"  # this door's id in topics and in Home Assistant (letters, digits, _ and -)
+    name: str = "Front door"  # the device's name in Home Assistant
+    discovery_prefix: str = "homeassistant"
+    remote_unlock: bool = False  # Home Assistant's lock entity may open the door (logged); off: only LOCK is obeyed
+
+
+@dataclass
 class Config:
     camera: CameraSettings = field(default_factory=CameraSettings)
     detector: DetectorSettings = field(default_factory=DetectorSettings)
@@ -88,6 +103,7 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -159,6 +175,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "liveness.min_face_fraction": (0.1, 0.8),
     "web.port": (1, 65535),
     "web.session_hours": (0.1, 720),
+    "mqtt.port": (1, 65535),
 }
 """Keys bounded on both sides (inclusive); the error message names the range."""
 
@@ -183,6 +200,8 @@ CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
     "enrollment.min_face_pixels": lambda v: v >= 20,
     "enrollment.min_sharpness": lambda v: v >= 0,
     "storage.event_retention_days": lambda v: v > 0,
+    "mqtt.node_id": lambda v: bool(v) and all(c.isascii() and (c.isalnum() or c in "_-") for c in v),
+    "mqtt.discovery_prefix": lambda v: bool(v) and not any(c in v for c in "#+ "),
 }
 
 
@@ -263,6 +282,9 @@ def from_dict(data: dict) -> Config:
     if 2 * decision.k < decision.n:
         raise ConfigError(f"config key decision.k ({decision.k}) must be at least half of decision.n ({decision.n}): "
                           "the door opens only when most recent frames agree")
+    if config.mqtt.enabled and not config.mqtt.host:
+        raise ConfigError("config key mqtt.host is empty but mqtt.enabled is true: name the MQTT broker (e.g. "
+                          "\"homeassistant.local\")")
     gpio = config.gpio
     if len({gpio.relay_pin, gpio.led_pin, gpio.button_pin}) < 3:
         raise ConfigError(f"config keys gpio.relay_pin ({gpio.relay_pin}), gpio.led_pin ({gpio.led_pin}) and "

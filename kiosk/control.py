@@ -138,6 +138,8 @@ class DoorControl:
         self._listeners_lock = threading.Lock()
         self.status: DoorStatus | None = None
         """The snapshot after the last frame; None until the door has read one."""
+        self.notes: dict[str, Callable[[], str]] = {}
+        """What the door's neighbours add to the service's status line (e.g. the MQTT connection), by name."""
         self._last_frame: float | None = None
         self._fps = 0.0
         self._last_event: TimedEvent | None = None

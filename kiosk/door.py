@@ -34,7 +34,7 @@ from kiosk.decision import DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment
 from kiosk.errors import ConfigError, EndOfStream, FaceKioskError, GalleryError
 from kiosk.face import AttemptBoundary, Face, FaceTracker
-from kiosk.gallery import Gallery
+from kiosk.gallery import Gallery, snapshot_name
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
 from kiosk.match import Match, match
@@ -97,6 +97,8 @@ class Door:
         """Events not yet written to the event log (the disk was full); retried with the next one."""
         self.frames = 0
         self.last_event: Event | None = None
+        self.last_event_time = 0.0
+        """The wall-clock time the last event was logged with (its snapshot is named after it)."""
         self.event_sink: Callable[[Event], None] | None = None
         """Called with every event the door logs (the service's :class:`kiosk.control.DoorControl`)."""
         self._damaged_reported: set[str] = set()
@@ -193,7 +195,7 @@ class Door:
         self._apply(step)
         timings["decide"] = _ms(start)
         if step.event is not None and embedded is not None and self.config.storage.snapshots:
-            self._snapshot(step.event, embedded.crop, now)
+            self._snapshot(step.event, embedded.crop)
         return FrameReport(now, len(faces), result, step, self.hardware.relay_on, self.hardware.pattern, True, None,
                            step.event, timings, events=step.events, distant_faces=distant)
 
@@ -246,7 +248,8 @@ class Door:
         first, as soon as a write succeeds again.
         """
         self._announce(event)
-        self.unsaved_events.append((self.gallery.clock(), event))
+        self.last_event_time = self.gallery.clock()
+        self.unsaved_events.append((self.last_event_time, event))
         try:
             while self.unsaved_events:
                 when, pending = self.unsaved_events[0]
@@ -299,13 +302,13 @@ class Door:
 
     # Snapshots and the camera -------------------------------------------------------------------
 
-    def _snapshot(self, event: Event, crop: np.ndarray, now: float) -> None:
+    def _snapshot(self, event: Event, crop: np.ndarray) -> None:
         """Keep the face crop of an event (only when ``storage.snapshots`` is on); a failed write is logged."""
         import cv2
 
         folder = self.config.snapshot_dir
         person_id = self.gallery.person(event.person).id if event.person else 0
-        path = folder / f"{now:.3f}_{event.kind}_p{person_id}.jpg"
+        path = folder / snapshot_name(self.last_event_time, event.kind, person_id)
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             if not cv2.imwrite(str(path), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR)):

@@ -103,6 +103,12 @@ MIGRATION_3_TO_4 = [  # admin actions in the event log: SQLite cannot change a C
 T = TypeVar("T")
 
 
+def snapshot_name(when: float, kind: str, person_id: int) -> str:
+    """The file name of an event's snapshot in ``<state_dir>/snapshots``: the event's logged time, kind and person id
+    (0: nobody recognised), so the event log finds it and removing a person finds theirs."""
+    return f"{when:.3f}_{kind}_p{person_id}.jpg"
+
+
 def _stored_schedule(name: str, text: str) -> Schedule:
     """A stored schedule; one that no longer reads (edited by hand) lets the person in at no time, and says why."""
     try:

@@ -97,8 +97,10 @@ class DoorService:
         camera = "up" if report.camera_up else f"DOWN: {door.camera.last_error}"
         decision = f"{last.kind} {last.person or ''}".strip() if last else "none"
         distant = ", a face too far away to judge (come closer)" if report.distant_faces and not report.faces else ""
-        return (f"{fps:.1f} fps, {len(door.gallery.people())} people enrolled, camera {camera}{distant}, last decision: {decision}, "
-                f"threshold {door.threshold:.3f} (expected strangers let in {door.door_threshold.expected_far:.0e} per attempt)")
+        notes = "".join(f"; {note()}" for note in list(self.control.notes.values())) if self.control else ""
+        return (f"{fps:.1f} fps, {door.people_enrolled} people enrolled, camera {camera}{distant}, last decision: {decision}, "
+                f"threshold {door.threshold:.3f} (expected strangers let in {door.door_threshold.expected_far:.0e} per attempt)"
+                f"{notes}")
 
     def run(self, stop: StopFlag | None = None) -> None:
         """Process frames until ``stop`` is raised or a finite source ends.
@@ -262,6 +264,23 @@ def _start_web(config: Config, control: DoorControl, out: Callable[[str], None],
     return server
 
 
+def _start_mqtt(config: Config, control: DoorControl, out: Callable[[str], None], err: Callable[[str], None]):
+    """The Home Assistant bridge when ``mqtt.enabled``; it connects in the background and the door never waits for it."""
+    if not config.mqtt.enabled:
+        return None
+    from kiosk.mqtt import HomeAssistantBridge  # paho-mqtt is loaded only when the bridge is on
+
+    try:
+        bridge = HomeAssistantBridge(config, control)
+        bridge.start()
+    except FaceKioskError as error:
+        err(f"warning: no Home Assistant bridge: {error}")
+        return None
+    out(f"kiosk: publishing to Home Assistant through MQTT broker {config.mqtt.host}:{config.mqtt.port} "
+        f"(topics {bridge.base}/...)")
+    return bridge
+
+
 def run_service(config: Config, stats: bool = False, out: Callable[[str], None] = _stdout,
                 err: Callable[[str], None] = _stderr) -> None:
     """Run the door until SIGTERM/SIGINT or the end of a finite camera source; the relay is off when it returns or raises."""
@@ -287,8 +306,8 @@ def run_service(config: Config, stats: bool = False, out: Callable[[str], None] 
             out(f"kiosk: similarity threshold {door.threshold:.3f} from {door.door_threshold.source}: expected strangers "
                 f"let in {door.door_threshold.expected_far:.1e} per attempt")
             control = DoorControl()
-            neighbours = [server for server in (_start_api(config, control, err), _start_web(config, control, out, err))
-                          if server is not None]
+            neighbours = [server for server in (_start_api(config, control, err), _start_web(config, control, out, err),
+                                                _start_mqtt(config, control, out, err)) if server is not None]
             try:
                 DoorService(door, config, notifier, out=out, err=err, stats=stats, control=control).run(stop)
             finally:

@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import secrets
 import ssl
 import tempfile
@@ -38,14 +39,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, abort, flash, jsonify, redirect, render_template, request, session, url_for
+from flask import (Flask, Response, abort, flash, jsonify, redirect, render_template, request, send_from_directory,
+                   session, url_for)
 from werkzeug.serving import make_server
 
 from kiosk import assemble
 from kiosk.config import Config
 from kiosk.control import DoorControl, enrol_at_camera
 from kiosk.errors import ConfigError, FaceKioskError
-from kiosk.gallery import EVENT_KINDS, ROLES, Gallery, write_private_file
+from kiosk.gallery import EVENT_KINDS, ROLES, Gallery, snapshot_name, write_private_file
 
 MIN_PASSWORD_LENGTH = 10
 SCRYPT_PARAMETERS = {"n": 2**14, "r": 8, "p": 1}
@@ -57,6 +59,7 @@ EVENTS_PER_PAGE = 50
 MAX_UPLOAD_BYTES = 40 * 1024 * 1024
 MAX_PHOTOS = 20
 TEMPLATES = Path(__file__).with_name("web_templates")
+SNAPSHOT_NAME = re.compile(r"[0-9]+\.[0-9]{3}_[a-z]+_p[0-9]+\.jpg")
 
 
 # The password ----------------------------------------------------------------------------------
@@ -146,6 +149,7 @@ class AdminPage:
             ("/people/change", "change_person", self._admin(self.change_person), ("POST",)),
             ("/events", "events", self._admin(self.events), ("GET",)),
             ("/events.csv", "events_csv", self._admin(self.events_csv), ("GET",)),
+            ("/snapshots/<name>", "snapshot", self._admin(self.snapshot), ("GET",)),
         ]
         for rule, name, view, methods in routes:
             app.add_url_rule(rule, name, view, methods=list(methods))
@@ -363,10 +367,20 @@ class AdminPage:
         with self._gallery() as gallery:
             rows = gallery.events(**filters, newest_first=True, limit=EVENTS_PER_PAGE + 1,
                                   offset=(page - 1) * EVENTS_PER_PAGE)
-            people = [person.name for person in gallery.people()]
+            ids = {person.name: person.id for person in gallery.people()}
         query = {k: v for k, v in request.args.items() if k != "page"}
-        return render_template("events.html", events=rows[:EVENTS_PER_PAGE], page=page, more=len(rows) > EVENTS_PER_PAGE,
-                               people=people, kinds=EVENT_KINDS, query=query)
+        folder = self.config.snapshot_dir
+        stored = {path.name for path in folder.glob("*.jpg")} if self.config.storage.snapshots and folder.is_dir() else set()
+        shots = [name if name in stored else None
+                 for name in (snapshot_name(e.time, e.kind, ids.get(e.person or "", 0)) for e in rows[:EVENTS_PER_PAGE])]
+        return render_template("events.html", events=list(zip(rows[:EVENTS_PER_PAGE], shots, strict=True)), page=page,
+                               more=len(rows) > EVENTS_PER_PAGE, people=list(ids), kinds=EVENT_KINDS, query=query)
+
+    def snapshot(self, name: str):
+        """An event's face crop (``storage.snapshots``); only names the door gives its snapshots are served."""
+        if not SNAPSHOT_NAME.fullmatch(name):
+            abort(404)
+        return send_from_directory(self.config.snapshot_dir, name, mimetype="image/jpeg")
 
     def events_csv(self):
         with self._gallery() as gallery:

@@ -232,6 +232,8 @@ class RunningDoor:
             gallery.close()
 
     def close(self) -> None:
+        if self.stop:
+            return
         self.stop.reason = "test over"
         self.thread.join(10)
         self.server.stop()
@@ -243,6 +245,8 @@ def running(tmp_path, door_pipeline):
     doors: list[RunningDoor] = []
 
     def start(frames: list[Path], configure: Callable[[Config], None] | None = None, owner: bool = True) -> RunningDoor:
+        for door in doors:  # one at a time: they share the pipeline, whose detector is not thread-safe
+            door.close()
         doors.append(RunningDoor(tmp_path / f"d{len(doors)}", door_pipeline, frames, configure, owner))
         return doors[-1]
 

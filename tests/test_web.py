@@ -248,3 +248,18 @@ def test_kiosk_web_password_sets_the_password(tmp_path, monkeypatch, capsys):
     assert main(["web-password", "--stdin", "--state-dir", str(tmp_path)]) == 2
     assert "at least 10 characters" in capsys.readouterr().err
     assert check_password(tmp_path / "web-password.json", PASSWORD), "a refused password changes nothing"
+
+
+def test_events_show_their_snapshot_when_snapshots_are_on(admin):
+    a = admin(frames=OWNER, configure=lambda config: setattr(config.storage, "snapshots", True))
+    a.login()
+    deadline = time.monotonic() + 20
+    while not any(e.kind == "granted" for e in a.events()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    page = a.client.get("/events?kind=granted").data.decode()
+    link = re.search(r'<img src="(/snapshots/[^"]+_granted_p1\.jpg)"', page)
+    assert link, page
+    image = a.client.get(link.group(1))
+    assert image.status_code == 200 and image.data[:3] == b"\xff\xd8\xff"
+    assert a.client.get("/snapshots/..%2Fgallery.key").status_code == 404
+    assert a.client.get("/snapshots/gallery.key").status_code == 404
