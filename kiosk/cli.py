@@ -352,12 +352,13 @@ def cmd_people(args: argparse.Namespace) -> int:
             gallery.rename(args.name, args.new_name)
             print(f"renamed {args.name!r} to {args.new_name!r}")
         elif args.action == "remove":
+            from kiosk.gallery import remove_face_images
+
             person_id = gallery.person(args.name).id
             gallery.remove(args.name)
-            snapshots = list(config.snapshot_dir.glob(f"*_p{person_id}.jpg")) if config.snapshot_dir.is_dir() else []
-            for path in snapshots:
-                path.unlink()
-            print(f"removed {args.name!r}: every embedding, their name on past events, and {len(snapshots)} snapshots")
+            pictures = remove_face_images(config.snapshot_dir, config.thumbnail_dir, person_id)
+            print(f"removed {args.name!r}: every embedding, their name on past events, and {pictures} pictures "
+                  "(snapshots, thumbnail)")
         elif args.action == "set-role":
             gallery.set_role(args.name, args.role)
             print(f"{args.name!r} is now {args.role}")

@@ -119,6 +119,11 @@ class Config:
         return self.state_dir / "snapshots"
 
     @property
+    def thumbnail_dir(self) -> Path:
+        """Thumbnails of the people who agreed to keep one (the web page's people list); nobody else's face is kept."""
+        return self.state_dir / "thumbnails"
+
+    @property
     def relay_record(self) -> Path:
         """Relay pin and polarity of the last good start, for ``kiosk relay-off`` when the config is broken."""
         return self.state_dir / "relay.json"

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiosk.decision import Event
 from kiosk.errors import ApiError, DoorNotAnswering, GalleryError
+from kiosk.gallery import EventRecord
 
 if TYPE_CHECKING:
     from kiosk.door import Door, FrameReport
@@ -34,17 +35,6 @@ ORDER_TIMEOUT_SECONDS = 10.0
 """How long an order waits for the frame loop to take it (a frame takes well under a second)."""
 LISTENER_EVENTS_KEPT = 1000
 """Events a listener's queue holds before it drops the oldest."""
-
-
-@dataclass(frozen=True)
-class TimedEvent:
-    """An event with the wall-clock time the door logged it."""
-
-    time: float
-    kind: str
-    person: str | None
-    score: float | None
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -64,7 +54,7 @@ class DoorStatus:
     expected_far: float
     locked_out_until: float | None
     enrolling: str | None
-    last_event: TimedEvent | None
+    last_event: EventRecord | None
 
     @property
     def locked_out(self) -> bool:
@@ -76,7 +66,7 @@ class DoorStatus:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DoorStatus:
         last = data.get("last_event")
-        return cls(**{**data, "last_event": TimedEvent(**last) if last else None})
+        return cls(**{**data, "last_event": EventRecord(**last) if last else None})
 
     def summary(self) -> str:
         """One line for people: lock state, camera, speed, lockout and the last decision."""
@@ -99,12 +89,12 @@ class EventListener:
     """A bounded queue of the door's events for one consumer (a web page, the MQTT bridge)."""
 
     def __init__(self, size: int = LISTENER_EVENTS_KEPT) -> None:
-        self._events: deque[TimedEvent] = deque(maxlen=size)
+        self._events: deque[EventRecord] = deque(maxlen=size)
         self._ready = threading.Condition()
         self.dropped = 0
         """Events lost because this listener fell behind."""
 
-    def put(self, events: list[TimedEvent]) -> None:
+    def put(self, events: list[EventRecord]) -> None:
         with self._ready:
             for event in events:
                 if len(self._events) == self._events.maxlen:
@@ -112,7 +102,7 @@ class EventListener:
                 self._events.append(event)
             self._ready.notify_all()
 
-    def get(self, timeout: float | None = None) -> list[TimedEvent]:
+    def get(self, timeout: float | None = None) -> list[EventRecord]:
         """The events since the last call, waiting up to ``timeout`` seconds for one."""
         with self._ready:
             if not self._events:
@@ -142,7 +132,7 @@ class DoorControl:
         """What the door's neighbours add to the service's status line (e.g. the MQTT connection), by name."""
         self._last_frame: float | None = None
         self._fps = 0.0
-        self._last_event: TimedEvent | None = None
+        self._last_event: EventRecord | None = None
         self._pending: list[Event] = []
         """Events the door logged since the last frame was published (the loop's thread only)."""
 
@@ -196,7 +186,7 @@ class DoorControl:
         if door.event_sink != self._collect:
             door.event_sink = self._collect
         wall = self.wall_clock()
-        events = [TimedEvent(wall, e.kind, e.person, e.score, e.detail) for e in self._pending]
+        events = [EventRecord(wall, e.kind, e.person, e.score, e.detail) for e in self._pending]
         self._pending.clear()
         if events:
             self._last_event = events[-1]

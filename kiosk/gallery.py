@@ -103,6 +103,15 @@ MIGRATION_3_TO_4 = [  # admin actions in the event log: SQLite cannot change a C
 T = TypeVar("T")
 
 
+def remove_face_images(snapshot_dir: Path, thumbnail_dir: Path, person_id: int) -> int:
+    """Delete every stored picture of one person (event snapshots, the thumbnail they agreed to); how many went."""
+    paths = [*(snapshot_dir.glob(f"*_p{person_id}.jpg") if snapshot_dir.is_dir() else []),
+             *(path for path in [thumbnail_dir / f"p{person_id}.jpg"] if path.exists())]
+    for path in paths:
+        path.unlink()
+    return len(paths)
+
+
 def snapshot_name(when: float, kind: str, person_id: int) -> str:
     """The file name of an event's snapshot in ``<state_dir>/snapshots``: the event's logged time, kind and person id
     (0: nobody recognised), so the event log finds it and removing a person finds theirs."""

@@ -34,8 +34,9 @@ from typing import Any
 import paho.mqtt.client as paho
 
 from kiosk.config import Config
-from kiosk.control import DoorControl, DoorStatus, TimedEvent
+from kiosk.control import DoorControl, DoorStatus
 from kiosk.errors import ConfigError, FaceKioskError
+from kiosk.gallery import EventRecord
 
 EVENT_TYPES = ("granted", "denied", "unknown", "spoof", "lockout")
 """The ``event`` entity's types: the door's decisions and its lockouts."""
@@ -199,7 +200,7 @@ class HomeAssistantBridge:
             except (OSError, ValueError):
                 self.dropped += len(events)
 
-    def _publish_events(self, events: list[TimedEvent]) -> None:
+    def _publish_events(self, events: list[EventRecord]) -> None:
         for event in events:
             if event.kind in EVENT_TYPES:
                 payload = {"event_type": event.kind, "person": event.person, "detail": event.detail,

@@ -39,15 +39,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flask import (Flask, Response, abort, flash, jsonify, redirect, render_template, request, send_from_directory,
-                   session, url_for)
+from flask import (
+    Flask,
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_from_directory,
+    session,
+    url_for,
+)
 from werkzeug.serving import make_server
 
 from kiosk import assemble
 from kiosk.config import Config
 from kiosk.control import DoorControl, enrol_at_camera
 from kiosk.errors import ConfigError, FaceKioskError
-from kiosk.gallery import EVENT_KINDS, ROLES, Gallery, snapshot_name, write_private_file
+from kiosk.gallery import EVENT_KINDS, ROLES, Gallery, remove_face_images, snapshot_name, write_private_file
 
 MIN_PASSWORD_LENGTH = 10
 SCRYPT_PARAMETERS = {"n": 2**14, "r": 8, "p": 1}
@@ -58,6 +69,7 @@ LOGIN_WINDOW_SECONDS = 900.0
 EVENTS_PER_PAGE = 50
 MAX_UPLOAD_BYTES = 40 * 1024 * 1024
 MAX_PHOTOS = 20
+THUMBNAIL_SIZE = 96
 TEMPLATES = Path(__file__).with_name("web_templates")
 SNAPSHOT_NAME = re.compile(r"[0-9]+\.[0-9]{3}_[a-z]+_p[0-9]+\.jpg")
 
@@ -150,6 +162,7 @@ class AdminPage:
             ("/events", "events", self._admin(self.events), ("GET",)),
             ("/events.csv", "events_csv", self._admin(self.events_csv), ("GET",)),
             ("/snapshots/<name>", "snapshot", self._admin(self.snapshot), ("GET",)),
+            ("/thumbnails/<int:person_id>", "thumbnail", self._admin(self.thumbnail), ("GET",)),
         ]
         for rule, name, view, methods in routes:
             app.add_url_rule(rule, name, view, methods=list(methods))
@@ -257,7 +270,10 @@ class AdminPage:
     def people(self):
         with self._gallery() as gallery:
             people = gallery.people()
-        return render_template("people.html", people=people, roles=ROLES, enrolment=self._enrolment_state())
+        folder = self.config.thumbnail_dir
+        thumbnails = {p.id for p in people if (folder / f"p{p.id}.jpg").exists()}
+        return render_template("people.html", people=people, roles=ROLES, enrolment=self._enrolment_state(),
+                               thumbnails=thumbnails)
 
     def enrol_photos(self):
         from kiosk.enroll import enroll_from_images
@@ -283,6 +299,8 @@ class AdminPage:
                                                        force=bool(request.form.get("force")))
                     gallery.log_event("admin", None, None,
                                       f"{person.name!r} enrolled from {len(paths)} photos by {self._who()}"[:500])
+                    if request.form.get("thumbnail"):
+                        self._keep_thumbnail(paths[0], person.id)
             except FaceKioskError as error:
                 flash(_photo_names(str(error), paths, files), "error")
                 return redirect(url_for("people"))
@@ -337,7 +355,7 @@ class AdminPage:
                         raise FaceKioskError(f"type the name {name!r} to confirm the removal")
                     person_id = gallery.person(name).id
                     gallery.remove(name)
-                    self._remove_snapshots(person_id)
+                    remove_face_images(self.config.snapshot_dir, self.config.thumbnail_dir, person_id)
                     done = f"removed {name!r} and every embedding of them"
                 else:
                     abort(400, f"unknown action {action!r}")
@@ -348,10 +366,28 @@ class AdminPage:
             flash(done, "ok")
         return redirect(url_for("people"))
 
-    def _remove_snapshots(self, person_id: int) -> None:
-        folder = self.config.snapshot_dir
-        for path in folder.glob(f"*_p{person_id}.jpg") if folder.is_dir() else []:
-            path.unlink()
+    def _keep_thumbnail(self, photo: Path, person_id: int) -> None:
+        """The face of ``photo`` as a small JPEG (mode 0600), kept only because the person agreed to it."""
+        import cv2
+
+        from kiosk.images import read_image
+
+        image = read_image(photo)
+        faces = self._face_pipeline().finder.find(image)
+        if not faces:
+            return
+        face = faces[0]
+        margin = 0.25 * face.w
+        x0, y0 = max(0, int(face.center[0] - face.w / 2 - margin)), max(0, int(face.center[1] - face.h / 2 - margin))
+        crop = image[y0:y0 + int(face.h + 2 * margin), x0:x0 + int(face.w + 2 * margin)]
+        folder = self.config.thumbnail_dir
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        ok, data = cv2.imencode(".jpg", cv2.resize(crop, (THUMBNAIL_SIZE, THUMBNAIL_SIZE)))
+        if ok:
+            write_private_file(folder / f"p{person_id}.jpg", data.tobytes())
+
+    def thumbnail(self, person_id: int):
+        return send_from_directory(self.config.thumbnail_dir, f"p{person_id}.jpg", mimetype="image/jpeg")
 
     # Events -----------------------------------------------------------------------------------
 

@@ -12,10 +12,11 @@ import pytest
 from kiosk import api, assemble
 from kiosk.cli import main
 from kiosk.config import Config
-from kiosk.control import DoorControl, DoorStatus, EventListener, TimedEvent
+from kiosk.control import DoorControl, DoorStatus, EventListener
 from kiosk.demo import demo_data
 from kiosk.enroll import enroll_from_images
 from kiosk.errors import ApiError, DoorNotAnswering, DoorNotRunning
+from kiosk.gallery import EventRecord
 from kiosk.service import run_service
 
 DATA = demo_data()
@@ -118,7 +119,7 @@ def test_an_order_nobody_takes_times_out_with_a_message():
 
 def test_a_slow_listener_loses_its_oldest_events_and_counts_them():
     listener = EventListener(size=3)
-    listener.put([TimedEvent(float(i), "unknown", None, None, "") for i in range(5)])
+    listener.put([EventRecord(float(i), "unknown", None, None, "") for i in range(5)])
     assert [e.time for e in listener.get(0)] == [2.0, 3.0, 4.0] and listener.dropped == 2
     assert listener.get(0.01) == []
 

@@ -296,7 +296,7 @@ def test_people_list_set_role_rename_and_remove(tmp_path, capsys):
     assert people("rename", "Robert", "Ann") == 2
     assert "'Ann' is already enrolled: pick another name or remove the old one" in capsys.readouterr().err
     assert people("remove", "Robert") == 0
-    assert "removed 'Robert': every embedding, their name on past events, and 1 snapshots" in capsys.readouterr().out
+    assert "removed 'Robert': every embedding, their name on past events, and 1 pictures (snapshots, thumbnail)" in capsys.readouterr().out
     assert not snapshot.exists()
     assert people_lines(state, capsys) == [["Ann", "admin", "1"]]
     assert people("remove", "Robert") == 2 and "no enrolled person is called 'Robert'" in capsys.readouterr().err

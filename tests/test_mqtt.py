@@ -15,7 +15,9 @@ from kiosk.demo import demo_data
 paho = pytest.importorskip("paho.mqtt.client")
 amqtt_broker = pytest.importorskip("amqtt.broker", reason="amqtt is not installed (pip install -e '.[test]')")
 
-from kiosk.mqtt import EVENT_TYPES, HomeAssistantBridge  # noqa: E402 - after the skips
+from kiosk.mqtt import EVENT_TYPES, HomeAssistantBridge
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*BrokerSysPlugin.*:DeprecationWarning")  # amqtt's own, not ours
 
 DATA = demo_data()
 OWNER = sorted((DATA / "frames").glob("a1_*.jpg"))
@@ -121,7 +123,7 @@ def bridged(running, port: int, frames, **settings):
 
 def test_discovery_announces_one_device_with_its_entities(running, broker, home_assistant):
     ha = home_assistant()
-    door, bridge = bridged(running, broker, [EMPTY], storage__snapshots=True)
+    _door, bridge = bridged(running, broker, [EMPTY], storage__snapshots=True)
     try:
         assert ha.wait(lambda: ha.last("kiosk/face_kiosk/availability") == b"online")
         configs = {topic: json.loads(payload) for topic, payload, _ in ha.messages if topic.endswith("/config")}
@@ -148,7 +150,7 @@ def test_discovery_announces_one_device_with_its_entities(running, broker, home_
 
 def test_a_decision_is_an_event_and_the_states_follow(running, broker, home_assistant):
     ha = home_assistant()
-    door, bridge = bridged(running, broker, OWNER + [EMPTY] * 60, storage__snapshots=True)
+    _door, bridge = bridged(running, broker, OWNER + [EMPTY] * 60, storage__snapshots=True)
     try:
         assert ha.wait(lambda: any(json.loads(p).get("event_type") == "granted"
                                    for t, p, _ in ha.messages if t == "kiosk/face_kiosk/event"))

@@ -141,8 +141,13 @@ def test_enrol_from_phone_photos_and_manage_the_person(admin):
     a = admin()
     a.login()
     photos = sorted((FACES / "Hugo_Chavez").glob("*.jpg"))
-    page = a.post("/people/enrol", name="Hugo", role="user", photos=upload(photos)).data.decode()
+    page = a.post("/people/enrol", name="Hugo", role="user", photos=upload(photos), thumbnail="1").data.decode()
     assert f"enrolled Hugo (user) from {len(photos)} photos" in page
+    thumbnail = re.search(r'<img src="(/thumbnails/(\d+))"', page)
+    assert thumbnail, "the person agreed to a thumbnail: the list shows it"
+    assert a.client.get(thumbnail.group(1)).data[:3] == b"\xff\xd8\xff"
+    stored = a.door.config.thumbnail_dir / f"p{thumbnail.group(2)}.jpg"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert a.post("/people/change", name="Hugo", action="schedule", new_name="",
                   schedule="mon-fri 07:00-19:00").status_code == 200
     a.post("/people/change", name="Hugo", action="rename", new_name="Hugo C")
@@ -154,9 +159,18 @@ def test_enrol_from_phone_photos_and_manage_the_person(admin):
     assert "type the name" in refused
     a.post("/people/change", name="Hugo C", action="remove", confirm="Hugo C")
     assert "Hugo C" not in a.client.get("/people").data.decode()
+    assert not stored.exists(), "removing a person removes their thumbnail"
     log = [e.detail for e in a.events() if e.kind == "admin"]
     for change in ("enrolled from", "renamed 'Hugo' to 'Hugo C'", "is now admin", "may be let in", "removed 'Hugo C'"):
         assert any(change in line and "by the web admin from" in line for line in log), change
+
+
+def test_no_thumbnail_without_consent(admin):
+    a = admin()
+    a.login()
+    page = a.post("/people/enrol", name="Hugo", photos=upload(sorted((FACES / "Hugo_Chavez").glob("*.jpg")))).data
+    assert b"enrolled Hugo" in page and b"/thumbnails/" not in page
+    assert not a.door.config.thumbnail_dir.exists()
 
 
 def test_photos_that_do_not_agree_are_named_and_nobody_is_enrolled(admin):
@@ -164,7 +178,7 @@ def test_photos_that_do_not_agree_are_named_and_nobody_is_enrolled(admin):
     a.login()
     photos = sorted((FACES / "Hugo_Chavez").glob("*.jpg"))[:2] + sorted((FACES / "George_W_Bush").glob("*.jpg"))[:1]
     page = a.post("/people/enrol", name="Mixed", photos=upload(photos)).data.decode()
-    assert "Mixed" not in re.sub(r'<div class="flash error">.*?</div>', "", page, flags=re.S).split("<h2>")[0]
+    assert "Mixed" not in re.sub(r'<div class="flash error">.*?</div>', "", page, flags=re.DOTALL).split("<h2>")[0]
     assert photos[-1].name in page, "the odd photo is named by the name it was uploaded with"
 
 
