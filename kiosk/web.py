@@ -228,7 +228,8 @@ class AdminPage:
         session["sid"] = sid
         self._log("web login")
         target = request.form.get("next", "")
-        return redirect(target if target.startswith("/") and not target.startswith("//") else url_for("status"))
+        local = target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target
+        return redirect(target if local else url_for("status"))  # never to another site
 
     def logout(self):
         self.sessions.pop(session.get("sid"), None)

@@ -94,6 +94,15 @@ def test_a_wrong_password_is_refused_logged_and_limited(admin):
     assert sum("failed web login" in e.detail for e in a.events()) == LOGIN_FAILURES_PER_ADDRESS
 
 
+def test_a_login_goes_back_to_the_page_asked_for_but_never_to_another_site(admin):
+    a = admin()
+    for target, expected in (("/events", "/events"), ("//evil.example/", "/"), ("/\\evil.example/", "/"),
+                             ("https://evil.example/", "/")):
+        a.client.post("/logout", data={"csrf": a.token()})
+        response = a.client.post("/login", data={"password": PASSWORD, "csrf": a.token(), "next": target})
+        assert response.headers["Location"] == expected, target
+
+
 def test_a_form_without_its_csrf_token_is_refused(admin):
     a = admin()
     a.login()
