@@ -77,7 +77,8 @@ uninstall() {
     fi
 }
 
-install() {
+install_kiosk() {
+    # Not named install: "step install -m ..." below must run the install command, not call this again.
     need_root "$@"
     local python
     python="$(python_for_this_os)"
@@ -116,7 +117,7 @@ install() {
 if [ "$UNINSTALL" -eq 1 ]; then
     uninstall "$@"
 else
-    install "$@"
+    install_kiosk "$@"
 fi
 if [ "$DRY_RUN" -eq 1 ]; then
     # Nothing was installed or removed: say so rather than end on a claim that it was.

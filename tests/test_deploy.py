@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -48,6 +49,14 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
     unit.write_text(UNIT.read_text().replace("/opt/face-kiosk/.venv/bin/kiosk", str(kiosk)))
     done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_no_installer_function_shadows_a_command():
+    """A function named like a command a step runs is called instead: ``install()`` made ``step install -m ...``
+    run the whole installer again, for ever (a dry run only prints the step; deploy/test-arm64.sh found it)."""
+    functions = re.findall(r"^(\w+)\(\) \{", INSTALLER.read_text(), re.MULTILINE)
+    assert "need_root" in functions
+    assert [name for name in functions if shutil.which(name)] == []
 
 
 def test_installer_passes_shellcheck():
