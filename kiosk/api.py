@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.config import Config
-from kiosk.control import DoorControl, enrol_at_camera
+from kiosk.control import DoorControl, DoorStatus, enrol_at_camera
 from kiosk.errors import ApiError, DoorNotRunning, FaceKioskError
 
 MAX_REQUEST_BYTES = 65536
@@ -126,7 +126,7 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self.control.ask(lambda door: door.end_lockout(f"lockout ended by {caller} over the local API"))
         return "the lockout is over"
 
-    def _status(self):
+    def _status(self) -> DoorStatus:
         status = self.control.status
         if status is None:
             raise ApiError("the door is starting and has not read a frame yet: try again in a few seconds")
@@ -140,11 +140,10 @@ class ApiServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             checks.append({"name": name, "status": status, "detail": detail})
             progress(f"{status:4s}  {name:18s} {detail}")
 
-        def parts(door) -> dict[str, Any]:
-            liveness = type(door.liveness).__name__
+        def parts(door) -> dict[str, Any]:  # on the frame loop: the door's own model, gallery and pins
             return {"model": f"{door.pipeline.encoder.model_path.name} sha256 matched at start, "
                              f"{door.pipeline.encoder.runtime}, threshold {door.threshold:.3f}",
-                    "liveness": liveness, "integrity": door.gallery.integrity_ok(),
+                    "integrity": door.gallery.integrity_ok(),
                     "database": str(door.gallery.path), "people": door.people_enrolled,
                     "gpio": door.config.gpio, "simulated": door.config.gpio.pin_factory == "mock"}
 
