@@ -446,15 +446,17 @@ def test_the_fitted_threshold_rises_with_people_and_at_most_weakly_with_template
     assert by_threshold == sorted(by_threshold, reverse=True)
 
 
-def test_the_shipped_model_carries_a_fitted_mapping_that_is_looser_than_the_union_bound():
+def test_the_shipped_model_carries_a_fitted_mapping_capped_by_the_union_bound():
+    """The fitted M_eff is used, and never counts more comparisons than there are templates (min(templates, fit)):
+    with the shipped curve (quality gate 0.58) the fit reaches that cap from 5 people up, so the two agree there."""
     info = ModelInfo.load(MODELS / "encoder.json")
     mapping = GalleryMapping.load(info)
     assert mapping.source == "open_set.gallery" and 0 < mapping.c < 1
-    for people in (5, 20, 50):
+    for people in (1, 5, 20, 50):
         for rate in (1e-3, 1e-4):
             config = RecognitionConfig(false_accept_rate=rate)
             fitted = door_threshold(info, config, people, 3 * people)
-            assert fitted.value < door_threshold(info, config, people, 3 * people, union_bound=True).value
+            assert fitted.value <= door_threshold(info, config, people, 3 * people, union_bound=True).value
             assert fitted.expected_far == pytest.approx(rate, rel=1e-3)
 
 

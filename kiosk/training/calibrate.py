@@ -139,12 +139,14 @@ def embed_through_door(model_dir: Path, images: list[tuple[Path, str]], cache_fi
                        desc: str = "embedding") -> FaceSet:
     """Embed ``images`` as the door would (door detector, largest face, quality gate), cached in ``cache_file``.
 
-    The cache is reused only when it was made by the same model file, detector settings and image list.
+    The cache is reused only when it was made by the same model file, quality gate, detector settings and image
+    list (the gate decides which faces are usable, so a new gate on the same model file needs new embeddings).
     """
     config = assemble.default_config(model_dir)
     pipeline = assemble.pipeline(config, num_threads=1)
     paths = [str(path) for path, _ in images]
-    key = hashlib.sha256("\n".join([pipeline.encoder.info.sha256, repr(config.detector), *paths]).encode()).hexdigest()
+    info = pipeline.encoder.info
+    key = hashlib.sha256("\n".join([info.sha256, repr(info.min_strength), repr(config.detector), *paths]).encode()).hexdigest()
     if cache_file is not None and cache_file.exists():
         cached = np.load(cache_file)
         if str(cached["key"]) == key:
