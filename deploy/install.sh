@@ -87,6 +87,10 @@ install_kiosk() {
     if ! id "$SERVICE_USER" >/dev/null 2>&1; then
         step useradd --system --home-dir "$STATE" --no-create-home --shell /usr/sbin/nologin "$SERVICE_USER"
     fi
+    # Pi OS has a gpio group (udev gives it /dev/gpiochip*); plain Debian does not, and usermod would stop here.
+    if ! getent group gpio >/dev/null; then
+        step groupadd --system gpio
+    fi
     step usermod -a -G gpio,video "$SERVICE_USER"
     # The admin who installs may use the running door's local API (kiosk status, enroll --camera) without sudo.
     if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
