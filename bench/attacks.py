@@ -303,7 +303,7 @@ def fixture_material() -> Material:
         prints=[sorted((liveness / "spoof").glob("*.jpg"), key=natural_key)],
         stranger=sorted(attacks.glob("0009_01_00_01_*.jpg"), key=natural_key),
         stranger_photo=next(iter(sorted(attacks.glob("0009_01_00_02_*.jpg")))),
-        stranger_prints=sorted((DEMO / "frames").glob("stranger_*.jpg")),
+        stranger_prints=sorted(attacks.glob("spoof_0009_*.jpg"), key=natural_key),
         lookalikes=Lookalikes(enrolled, 3, pool, play=3, label="LFW people from tests/fixtures/faces"),
         enrolment_seconds=(3.0, 3.0),
         housemates=enrolled, crowd=4,
@@ -476,6 +476,21 @@ def on_a_screen(frame: np.ndarray, background: np.ndarray, t: int, scale: float 
     y0, x0 = (out.shape[0] - h) // 2 + int(3 * np.sin(t / 4)), (out.shape[1] - w) // 2 + int(3 * np.cos(t / 5))  # held by hand
     out[y0 - bezel:y0 + h + bezel, x0 - bezel:x0 + w + bezel] = 12
     out[y0:y0 + h, x0:x0 + w] = screen
+    return out
+
+
+def on_paper(frame: np.ndarray, background: np.ndarray, t: int, scale: float = 0.7) -> np.ndarray:
+    """A live frame printed (ink never black, paper never white, a white margin) and held up by hand, the porch behind."""
+    sheet = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA).astype(np.float32)
+    sheet = 35 + sheet * (220 - 35) / 255  # the print's dynamic range
+    sheet = cv2.GaussianBlur(sheet, (0, 0), 0.6)
+    margin = 12
+    out = cv2.resize(background, (frame.shape[1], frame.shape[0])).copy()
+    h, w = sheet.shape[:2]
+    y0 = (out.shape[0] - h) // 2 + int(4 * np.sin(t / 3))  # the hand moves the sheet a little
+    x0 = (out.shape[1] - w) // 2 + int(4 * np.cos(t / 4))
+    out[y0 - margin:y0 + h + margin, x0 - margin:x0 + w + margin] = 225
+    out[y0:y0 + h, x0:x0 + w] = np.clip(sheet, 0, 255).astype(np.uint8)
     return out
 
 
@@ -1114,6 +1129,17 @@ def screen_replay(m: Material, work: Work) -> list[Trial]:
         rig.close()
 
 
+def printed_live_frame(m: Material, work: Work) -> list[Trial]:
+    background = read_image(m.empty)
+    frames = work.frames("paper", [on_paper(image, background, t) for t, image in enumerate(images(m.live))])
+    rig = build_door(work.state("paper"), config=m.config(), enrol={RESIDENT: m.enrol})
+    try:
+        rig.show(frames)
+        return [trial_for(rig, not rig.opened, f"a print of the resident's live frames held up by hand ({len(frames)} frames)")]
+    finally:
+        rig.close()
+
+
 def exact_replay(m: Material, work: Work) -> list[Trial]:
     rig = build_door(work.state("replay"), config=m.config(), enrol={RESIDENT: m.enrol})
     try:
@@ -1217,6 +1243,8 @@ ATTACKS = [
     Attack("11d", "blurred printed photo (out of focus, moved fast)", "never opens", blurred_print),
     Attack("11e", "printed photo to a grayscale (NoIR, night) camera", "never opens", grayscale_print),
     Attack("11f", "screen replay: the resident's live video on a tablet (synthesised)", "never opens", screen_replay),
+    Attack("11i", "a print of the resident's live picture (synthesised: ink range, white margin) held up by hand at arm's length",
+           "never opens", printed_live_frame),
     Attack("11g", "exact replay of a granted attempt's frames (an injected camera feed) 10 s later",
            "the replay never opens", exact_replay),
     Attack("11h", "attempts during a lockout (strangers and printed photos, each leaving the view)",

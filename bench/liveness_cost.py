@@ -62,7 +62,7 @@ def before(checker: LivenessChecker, frames, k: int) -> bool:
     checker.reset()
     for _, image, face in frames[:k]:
         checker.check(image, face)
-    return checker.scores().fused >= checker.threshold
+    return checker.scores().texture >= checker.threshold
 
 
 def after(checker: LivenessChecker, frames, k: int, wait: float) -> bool:

@@ -97,17 +97,17 @@ def accuracy(names: list[str], data: Path, models: Path) -> dict:
 
 
 def liveness(nuaa: Path, models: Path) -> dict:
-    """face-kiosk's liveness check at its shipped thresholds on the NUAA subjects left out of the fusion fit (per attempt)."""
+    """face-kiosk's liveness check at its shipped threshold on NUAA subjects TEST_SUBJECTS (per attempt)."""
     from kiosk.liveness import METADATA_FILE, LivenessInfo
     from kiosk.training.liveness.data import ATTEMPT_FRAMES, TEST_SUBJECTS
     from kiosk.training.liveness.evaluate import evaluate
     from kiosk.training.liveness.metrics import equal_error_rate, error_rates
 
     info = LivenessInfo.load(models / METADATA_FILE)
-    print(f"liveness: NUAA subjects left out of the fusion fit, {', '.join(TEST_SUBJECTS)} through LivenessChecker ...", flush=True)
+    print(f"liveness: NUAA subjects {', '.join(TEST_SUBJECTS)} through LivenessChecker ...", flush=True)
     result = evaluate(nuaa, models)
     live = result.table.live
-    scores = {"texture": (result.table.texture, info.texture_threshold), "both": (result.fused, info.fused_threshold)}
+    scores = {"texture": (result.table.texture, info.texture_threshold)}
     return {"subjects": list(TEST_SUBJECTS), "attempt_frames": ATTEMPT_FRAMES,
             "modes": {mode: error_rates(live, s, t) | {"threshold": t, "eer": equal_error_rate(live, s),
                                                        "ms_per_face": result.timing[mode]["median_ms"]}

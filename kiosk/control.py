@@ -55,6 +55,7 @@ class DoorStatus:
     locked_out_until: float | None
     enrolling: str | None
     last_event: EventRecord | None
+    liveness_threshold: float | None = None  # None: liveness off; below the shipped one when fitted to this camera
 
     @property
     def locked_out(self) -> bool:
@@ -81,8 +82,9 @@ class DoorStatus:
             last = f"{event.kind} {event.person or ''}".strip()
             last += f" at {time.strftime('%H:%M:%S', time.localtime(event.time))}"
         enrolling = f", enrolling: {self.enrolling}" if self.enrolling else ""
+        liveness = "" if self.liveness_threshold is None else f", liveness threshold {self.liveness_threshold:.2f}"
         return (f"door {lock}, {camera}, {self.fps:.1f} fps, {self.people} people enrolled{lockout}{enrolling}, "
-                f"last decision: {last}, threshold {self.threshold:.3f}")
+                f"last decision: {last}, threshold {self.threshold:.3f}{liveness}")
 
 
 class EventListener:
@@ -208,7 +210,8 @@ class DoorControl:
             camera_up=camera_up, camera_error="" if camera_up else str(door.camera.last_error),
             fps=self._fps, frames=door.frames, faces=report.faces if report else 0, people=door.people_enrolled, threshold=door.threshold,
             expected_far=threshold.expected_far if threshold else 0.0, locked_out_until=locked_out,
-            enrolling=door.enrollment.phase.value if door.enrollment else None, last_event=self._last_event)
+            enrolling=door.enrollment.phase.value if door.enrollment else None, last_event=self._last_event,
+            liveness_threshold=door.liveness_threshold)
 
     def _collect(self, event: Event) -> None:
         self._pending.append(event)

@@ -89,7 +89,9 @@ class Observation:
     boundaries (see the module docstring); ``replayed`` says the frame is
     bit-identical to a frame of an earlier granted attempt (a camera never
     repeats itself exactly: a replayed or injected feed); ``outside_schedule``
-    says ``person`` may not be let in at this time (their schedule).
+    says ``person`` may not be let in at this time (their schedule);
+    ``live_score`` is the liveness check's score of the attempt so far (its
+    mean texture logit; None when liveness is off or nothing was scored).
     """
 
     time: float
@@ -105,6 +107,7 @@ class Observation:
     restart: bool = False
     replayed: bool = False
     outside_schedule: bool = False
+    live_score: float | None = None
 
 
 @dataclass(frozen=True)

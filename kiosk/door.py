@@ -31,7 +31,7 @@ import numpy as np
 from kiosk.camera import FrameSource
 from kiosk.config import Config
 from kiosk.decision import DoorDecision, Event, Led, Liveness, Observation, Step
-from kiosk.enroll import ButtonEnrollment
+from kiosk.enroll import ButtonEnrollment, door_live_scores
 from kiosk.errors import ConfigError, EndOfStream, FaceKioskError, GalleryError
 from kiosk.face import AttemptBoundary, Face, FaceTracker
 from kiosk.gallery import Gallery, snapshot_name
@@ -109,6 +109,8 @@ class Door:
         self.cohort = Cohort.load(pipeline.encoder.model_dir)
         self._thresholds_for: tuple[float, bytes] | None = None
         self._template_thresholds: np.ndarray | None = None
+        self.liveness_threshold: float | None = None
+        """The liveness check's threshold in use (None: liveness off), fitted to this camera by :meth:`_adapt_liveness`."""
         hardware.lock()
         hardware.show(Led.IDLE)
         self.reload_gallery()
@@ -184,7 +186,8 @@ class Door:
                           score=result.score if result else None, others=max(0, len(faces) - 1), live=live,
                           candidate=result.best if result else None, runner_up=result.runner_up_name if result else None,
                           near_miss=bool(result and result.above(self.threshold)), new_attempt=new_attempt, restart=restart,
-                          replayed=replayed, outside_schedule=bool(result and result.person and not self._allowed_now(result.person)))
+                          replayed=replayed, outside_schedule=bool(result and result.person and not self._allowed_now(result.person)),
+                          live_score=self.liveness.score() if faces else None)
         if self.enrollment is not None:
             return self._enrolment_frame(obs, len(faces), embedded, frame, timings)
 
@@ -425,11 +428,19 @@ class Door:
         self._schedules = {person.name: person.schedule for person in self.gallery.people()}
         self.people_enrolled = len(self._schedules)
         self._set_threshold()
+        self._adapt_liveness()
         for schedule in self._schedules.values():
             if schedule.unreadable:
                 self._report_damage(schedule.unreadable)
         for message in self.gallery.damaged_templates():
             self._report_damage(f"damaged enrolment refused: {message}")
+
+    def _adapt_liveness(self) -> None:
+        """Fit the liveness threshold to this camera's live faces, from the camera enrolments' scores (bounded)."""
+        threshold = self.liveness.adapt(door_live_scores(self.gallery))
+        if threshold is not None and threshold != self.liveness_threshold:
+            log.info("liveness threshold %.3f (fitted to this camera's enrolments, within the model's bound)", threshold)
+        self.liveness_threshold = threshold
 
     def _report_damage(self, message: str) -> None:
         """Log a damaged part of the gallery once (as an ``error`` event)."""

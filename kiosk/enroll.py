@@ -19,6 +19,8 @@ needs ``force``.
 from __future__ import annotations
 
 import enum
+import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +30,20 @@ import numpy as np
 
 from kiosk.config import EnrollmentConfig
 from kiosk.decision import DecisionSettings, DoorDecision, Liveness, Observation
-from kiosk.errors import EnrollmentError, ImageError
+from kiosk.errors import EnrollmentError, GalleryError, ImageError
 from kiosk.face import AttemptBoundary
 from kiosk.gallery import Gallery, Person, Templates
 from kiosk.images import image_files, read_image
 from kiosk.pipeline import FaceEmbedding, FacePipeline
 
+log = logging.getLogger(__name__)
+
 VARIETY_MAX_COSINE = 0.985
 """A new enrolment frame must differ from every kept one at least this much (pose variety)."""
+LIVE_SCORES_STATE = "liveness_live_scores"
+"""The gallery state key of the liveness scores of camera enrolments: this door's live faces, in its light."""
+LIVE_SCORES_KEPT = 20
+"""Enrolments whose scores are kept (the newest): the door's light is what it is now."""
 
 
 def sharpness(crop: np.ndarray) -> float:
@@ -177,6 +185,7 @@ class ButtonEnrollment:
     deadline: float = 0.0
     message: str = ""
     kept: list[np.ndarray] = field(default_factory=list)
+    live_scores: list[float] = field(default_factory=list)  # the capture's liveness scores, frame by frame
     person: Person | None = None
     admin: str | None = None
 
@@ -199,6 +208,7 @@ class ButtonEnrollment:
         self.phase = Phase.CAPTURE
         self.deadline = now + self.settings.capture_seconds
         self.kept.clear()
+        self.live_scores.clear()
         self.message = "look at the camera, turn your head a little"
 
     @property
@@ -218,6 +228,9 @@ class ButtonEnrollment:
             return self._feed_admin(obs)
         if obs.new_attempt or obs.restart:
             self.kept.clear()  # one capture is one face track: never a mix of two faces
+            self.live_scores.clear()
+        if obs.live_score is not None:
+            self.live_scores.append(obs.live_score)
         if obs.live is Liveness.SPOOF:
             self._fail("the new face failed the liveness check (a photo or a screen?); nobody was enrolled")
             return False
@@ -264,12 +277,39 @@ class ButtonEnrollment:
         name = self.name or self.gallery.next_auto_name()
         role = self.role if self.trusted else "user"
         self.person = self.gallery.add_person(name, np.stack(self.kept), role)
+        if self.live_scores:
+            record_live_scores(self.gallery, self.live_scores)
         self.phase = Phase.DONE
         self.message = f"enrolled {name} ({self.person.role}) from {len(self.kept)} frames"
 
     def _fail(self, reason: str) -> None:
         self.phase = Phase.FAILED
         self.message = reason
+
+
+def record_live_scores(gallery: Gallery, scores: list[float]) -> None:
+    """Add one camera enrolment's liveness scores to the door's record (the newest ``LIVE_SCORES_KEPT`` are kept).
+
+    Only the numbers are kept, not who they came from. A record that cannot
+    be read is started afresh; one that cannot be written is skipped (the
+    door then keeps its threshold: the shipped one or the one it had).
+    """
+    try:
+        kept = door_live_scores(gallery)
+        gallery.save_state(LIVE_SCORES_STATE, json.dumps([*kept, [round(float(v), 4) for v in scores]][-LIVE_SCORES_KEPT:]))
+    except GalleryError as error:
+        log.error("liveness scores of the enrolment not saved: %s", error)
+
+
+def door_live_scores(gallery: Gallery) -> list[list[float]]:
+    """The liveness scores of this door's camera enrolments, one list per enrolment (empty when none or unreadable)."""
+    try:
+        saved = gallery.load_state(LIVE_SCORES_STATE)
+        record = json.loads(saved) if saved else []
+        return [[float(v) for v in scores] for scores in record]
+    except (GalleryError, ValueError, TypeError) as error:
+        log.error("saved liveness scores unreadable, the shipped threshold is used: %s", error)
+        return []
 
 
 def capture_from_camera(session: ButtonEnrollment, read_frame, pipeline: FacePipeline, liveness, clock) -> Person:
@@ -290,7 +330,8 @@ def capture_from_camera(session: ButtonEnrollment, read_frame, pipeline: FacePip
         if new_attempt or restart:
             liveness.reset()
         live = liveness.check(frame, faces[0], now) if faces else Liveness.PENDING
-        session.feed(Observation(now, bool(faces), live=live, new_attempt=new_attempt, restart=restart), len(faces), embedded)
+        session.feed(Observation(now, bool(faces), live=live, new_attempt=new_attempt, restart=restart,
+                                 live_score=liveness.score() if faces else None), len(faces), embedded)
     if session.person is None:
         raise EnrollmentError(session.message)
     return session.person

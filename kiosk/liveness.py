@@ -15,23 +15,22 @@ configuration names:
   box (:func:`context_box`: the paper edge, a bezel, the hand are much of
   what they look at); a frame's score is the logit of their mean "real"
   probability, the attempt's the mean of its frames'.
-- ``"both"``: the texture cue fused with the motion cue (:class:`MotionCue`):
-  a printed photo moved in front of the camera is a plane, so the motion of
-  points tracked on the face fits one homography almost exactly, while a
-  live face (3-D, with blinks and expressions) leaves a residual. The fused
-  score (:class:`Fusion`) is in texture-logit units; an attempt passes when
-  it is at least ``threshold.both`` of ``liveness.json``.
+- ``"both"``: the texture verdict, given only once the face has been seen
+  to move (:class:`MotionCue`). Motion is evidence of presence, never of
+  life: it cannot raise or lower the texture score, because a replayed
+  video moves like a live face (a bonus for live-looking motion let the
+  red team's screen replay, 11f, and a far-away print, 11c, through) and a
+  live face that sits still can move as rigidly as a photo (a planar-motion
+  veto refused 5.4% of live attempts from an unseen capture session).
 
 **Verdict timing.** Every call returns a :class:`~kiosk.decision.Liveness`
-verdict for the attempt so far. The texture verdict is there from the first
-frame. The motion cue makes a measurement each time the face has moved by
-``MotionSettings.min_shift`` of its width. **No motion is no proof of life:**
-in mode ``"both"`` the verdict stays PENDING until the motion cue has made
-``Fusion.min_measurements`` measurements inside the window (a photo or phone
-on a stand, or a repeated frame, never gets there; the decision refuses such
-an attempt after ``decision.liveness_wait_seconds``), except that a face the
-texture CNNs find so clearly an attack that no motion could rescue it is
-SPOOF at once.
+verdict for the attempt so far: SPOOF as soon as the mean texture score of
+the attempt's frames is below the threshold, else LIVE (``"texture"``) or,
+in ``"both"``, PENDING until the motion cue has seen the face move by
+``MotionSettings.min_shift`` of its width ``min_movements`` times inside the
+window. **No motion is no proof of life:** a photo or phone on a stand, or a
+repeated frame, never gets there; the decision refuses such an attempt after
+``decision.liveness_wait_seconds``.
 
 The model file is checked against the SHA-256 in ``kiosk/models/liveness.json``
 at load time, like the encoder; a missing, damaged or swapped file is
@@ -40,6 +39,7 @@ refused with :class:`~kiosk.encoder.ModelError`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,6 +68,12 @@ class LivenessCheck(Protocol):
     def close_enough(self, frame: np.ndarray, face: Face) -> bool:
         """Whether ``face`` is large enough in ``frame`` for the check to judge it (else: not an attempt)."""
 
+    def score(self) -> float | None:
+        """The attempt's score so far (None: nothing scored, or no score kept)."""
+
+    def adapt(self, live_scores: Sequence[Sequence[float]]) -> float | None:
+        """Fit the threshold to this door's camera from live people's scores at enrolment; the threshold in use."""
+
 
 class NoLivenessCheck:
     """The placeholder check: always passes, and says that no check ran."""
@@ -80,6 +86,41 @@ class NoLivenessCheck:
 
     def close_enough(self, frame: np.ndarray, face: Face) -> bool:
         return True
+
+    def score(self) -> float | None:
+        return None
+
+    def adapt(self, live_scores: Sequence[Sequence[float]]) -> float | None:
+        return None
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """How far a door may lower the texture threshold to fit its own camera's live faces (``liveness.json``).
+
+    Enrolment at the camera records the attempt score of every frame of the
+    new person's capture (which passes the liveness check itself, under an
+    admin's eye): the door's own live faces, in its own light. Once
+    ``min_people`` enrolments hold ``min_scores`` scores, the threshold
+    becomes their ``live_quantile`` quantile when that is lower (so about
+    that share of this door's live windows fall below it), but never more
+    than ``max_lowering`` below the shipped threshold: the training tool sets
+    that bound from the highest-scoring attacks it has, so that no attack it
+    measured gets through even at the lowest threshold. It is never raised.
+    """
+
+    max_lowering: float
+    min_people: int
+    min_scores: int
+    live_quantile: float
+
+    def threshold(self, shipped: float, live_scores: Sequence[Sequence[float]]) -> float:
+        """The door's threshold from its enrolments' scores (one sequence per enrolment, newest last)."""
+        scores = [float(v) for person in live_scores for v in person if np.isfinite(v)]
+        if len([p for p in live_scores if len(p)]) < self.min_people or len(scores) < self.min_scores:
+            return shipped
+        fitted = float(np.quantile(scores, self.live_quantile))
+        return float(min(shipped, max(shipped - self.max_lowering, fitted)))
 
 
 # The motion cue -------------------------------------------------------------------------------------
@@ -120,21 +161,17 @@ class _Reference:
 
 
 class MotionCue:
-    """Non-planarity of the face's motion between a reference frame and the current one.
+    """Whether the face moved: corners tracked from a reference frame into each new one.
 
     Corners are picked inside the face box of a reference frame and tracked
     (pyramidal Lucas-Kanade, forward-backward checked) into each new frame.
-    Once they have moved by ``min_shift`` face widths, one homography is
-    fitted to all tracks by least squares, and the measurement is
-
-        log(90th percentile of the fit residual / median movement)
-
-    (both in face widths): typically below -2 for a printed photo, which
-    moves as a plane even when tilted, and about -1 for a live face (NUAA).
-    The current frame then becomes the reference. Comparing with a reference
-    rather than the previous frame makes the measurement wait for enough
-    movement, so it means the same at 15 frames per second as on data
-    sampled more sparsely.
+    Once their median movement reaches ``min_shift`` face widths, that
+    movement is a measurement and the current frame becomes the reference.
+    Comparing with a reference rather than the previous frame makes the
+    count wait for real movement (a still image gives sensor noise only, and
+    the Haar box's jitter is not counted because the corners are tracked in
+    the image itself), so it means the same at 15 frames per second as on
+    data sampled more sparsely.
     """
 
     def __init__(self, settings: MotionSettings | None = None) -> None:
@@ -146,7 +183,7 @@ class MotionCue:
         self._reference = None
 
     def update(self, frame: np.ndarray, face: Face) -> float | None:
-        """Feed one frame; returns a measurement when the face moved enough, else None."""
+        """Feed one frame; the movement in face widths when the face moved enough since the reference, else None."""
         gray, factor = self._gray(frame)
         reference = self._reference
         if reference is None:
@@ -161,7 +198,7 @@ class MotionCue:
         if shift < self.settings.min_shift:
             return None
         self._reference = self._new_reference(gray, face, factor)
-        return planar_residual(before, after, reference.width, shift)
+        return shift
 
     def _gray(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         gray = frame if frame.ndim == 2 else cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
@@ -193,61 +230,7 @@ class MotionCue:
         return reference.points[ok, 0], forward[ok, 0]
 
 
-def planar_residual(before: np.ndarray, after: np.ndarray, width: float, shift: float) -> float | None:
-    """log(90th-percentile residual of a least-squares homography / median shift), both in face widths."""
-    homography, _ = cv2.findHomography(before, after, 0)
-    if homography is None:
-        return None
-    residual = np.linalg.norm(cv2.perspectiveTransform(before[None], homography)[0] - after, axis=1)
-    return float(np.log(max(float(np.percentile(residual, 90)) / width, 1e-6) / shift))
-
-
-# The texture cue and the fusion ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """How an attempt's two scores become one, in the texture logit's units (threshold 0).
-
-    ``fused = texture - texture_threshold``, plus, once the motion cue has
-    made at least ``min_measurements`` measurements, ``motion_weight *
-    clip(mean motion, *motion_range) + motion_offset``. Without enough motion
-    evidence the fused verdict is therefore exactly the texture verdict (one
-    measurement, one pair of frames, is too noisy to overrule it). The
-    range's upper end caps how much motion can add: it can rescue a face the
-    texture CNN finds borderline, never one it finds clearly printed. Mean
-    motion below ``motion_floor`` (as planar as almost no live face moves) is
-    a veto: the fused score is then below 0 however live the texture looks,
-    because a texture network can be fooled (a small or blurred print, a
-    photo composited into the scene) where a flat thing's motion cannot. The
-    weight, offset and floor come from held-out validation attempts (see
-    :func:`kiosk.training.liveness.fusion.fit_fusion`).
-    """
-
-    texture_threshold: float
-    motion_weight: float
-    motion_offset: float
-    motion_range: tuple[float, float]
-    min_measurements: int
-    motion_floor: float
-
-    def __call__(self, texture: float, motion: float | None, measurements: int) -> float:
-        score = texture - self.texture_threshold
-        if motion is not None and measurements >= self.min_measurements:
-            low, high = self.motion_range
-            score += self.motion_weight * min(max(motion, low), high) + self.motion_offset
-            if motion < self.motion_floor:
-                score = min(score, PLANAR_VETO)
-        return float(score)
-
-    @property
-    def max_motion_bonus(self) -> float:
-        """The most the motion term can add: a texture score below minus this is a spoof whatever the motion."""
-        return self.motion_weight * self.motion_range[1] + self.motion_offset
-
-
-PLANAR_VETO = -1.0
-"""The fused score of an attempt whose motion is below the floor: a refusal, whatever the texture said."""
+# The texture cue ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -267,8 +250,8 @@ class LivenessInfo:
     crops: tuple[ContextCrop, ...]
     work_width: int
     texture_threshold: float
-    fused_threshold: float
-    fusion: Fusion
+    min_movements: int
+    adaptation: Adaptation
     motion: MotionSettings
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -283,15 +266,9 @@ class LivenessInfo:
                 crops=tuple(ContextCrop(str(c["input"]), float(c["scale"])) for c in data["input"]["crops"]),
                 work_width=int(data["input"]["work_width"]),
                 texture_threshold=float(data["threshold"]["texture"]),
-                fused_threshold=float(data["threshold"]["both"]),
-                fusion=Fusion(
-                    texture_threshold=float(data["threshold"]["texture"]),
-                    motion_weight=float(data["fusion"]["motion_weight"]),
-                    motion_offset=float(data["fusion"]["motion_offset"]),
-                    motion_range=(float(data["fusion"]["motion_range"][0]), float(data["fusion"]["motion_range"][1])),
-                    min_measurements=int(data["fusion"]["min_measurements"]),
-                    motion_floor=float(data["fusion"]["motion_floor"]),
-                ),
+                min_movements=int(data["movement"]["min_measurements"]),
+                adaptation=Adaptation(**{k: data["adaptation"][k] for k in ("max_lowering", "min_people", "min_scores",
+                                                                              "live_quantile")}),
                 motion=MotionSettings(**data["motion"]),
                 extra=data,
             )
@@ -414,13 +391,11 @@ class TextureClassifier:
 
 @dataclass(frozen=True)
 class AttemptScores:
-    """The scores of one attempt so far (None where a cue has measured nothing yet)."""
+    """The scores of one attempt so far: the mean texture logit (None before a frame) and the movements seen."""
 
     texture: float | None
-    motion: float | None
-    fused: float | None
     frames: int
-    motion_measurements: int
+    movements: int
 
 
 class LivenessChecker:
@@ -441,61 +416,60 @@ class LivenessChecker:
         self.min_face_fraction = min_face_fraction
         self.texture = TextureClassifier(model_dir, runtime=runtime)
         self.info = self.texture.info
+        self.threshold = self.info.texture_threshold
         self.motion = MotionCue(self.info.motion) if mode == "both" else None
-        self.threshold = self.info.fused_threshold if mode == "both" else self.info.texture_threshold
         self._logits: list[tuple[float, float]] = []  # (time, texture logit)
-        self._motions: list[tuple[float, float]] = []  # (time, motion measurement)
+        self._movements: list[float] = []  # times the face was seen to move
 
     def reset(self) -> None:
         self._logits.clear()
-        self._motions.clear()
+        self._movements.clear()
         if self.motion is not None:
             self.motion.reset()
 
     def close_enough(self, frame: np.ndarray, face: Face) -> bool:
         """Whether the face is at least ``min_face_fraction`` of the frame's shorter side tall.
 
-        A smaller face is too far away to judge: a print's motion is then mostly tracking noise and
-        looks three-dimensional (NUAA print attempts shrunk to faces under 50 working pixels: the
-        planar-motion veto stops 42%; 60 pixels and more: 75-83%), and the texture CNN sees too few
-        pixels of paper (red-team attack 11c). The door treats such a face as no attempt.
+        A smaller face is too far away to judge: the texture CNN sees too few pixels of paper (red-team attack
+        11c opened the door that way). The door treats such a face as no attempt.
         """
         return face.h >= self.min_face_fraction * min(frame.shape[:2])
 
     def check(self, frame: np.ndarray, face: Face, now: float = 0.0) -> Liveness:
         """Add one frame of the attempt, taken at ``now``; the attempt's verdict so far."""
         self._logits.append((now, self.texture.score(frame, face)))
-        if self.motion is not None:
-            measured = self.motion.update(frame, face)
-            if measured is not None:
-                self._motions.append((now, measured))
+        if self.motion is not None and self.motion.update(frame, face) is not None:
+            self._movements.append(now)
         if self.window_seconds is not None:
             start = now - self.window_seconds
             self._logits = [item for item in self._logits if item[0] >= start]
-            self._motions = [item for item in self._motions if item[0] >= start]
+            self._movements = [t for t in self._movements if t >= start]
         return self.verdict()
 
     def verdict(self) -> Liveness:
-        """LIVE, SPOOF or (mode ``"both"``, too little motion yet) PENDING."""
+        """SPOOF when the texture says so, else LIVE, or (mode ``"both"``, the face not seen to move yet) PENDING."""
         scores = self.scores()
-        if scores.fused is None:
+        if scores.texture is None:
             return Liveness.PENDING
-        if self.mode == "both" and scores.motion_measurements < self.info.fusion.min_measurements:
-            clearly_printed = scores.fused + self.info.fusion.max_motion_bonus < self.threshold
-            return Liveness.SPOOF if clearly_printed else Liveness.PENDING
-        return Liveness.LIVE if scores.fused >= self.threshold else Liveness.SPOOF
+        if scores.texture < self.threshold:
+            return Liveness.SPOOF
+        if self.mode == "both" and scores.movements < self.info.min_movements:
+            return Liveness.PENDING
+        return Liveness.LIVE
+
+    def score(self) -> float | None:
+        """The attempt's mean texture logit so far (inside the window)."""
+        return self.scores().texture
+
+    def adapt(self, live_scores: Sequence[Sequence[float]]) -> float:
+        """Set the threshold from this door's enrolment scores (:class:`Adaptation`); the threshold now in use."""
+        self.threshold = self.info.adaptation.threshold(self.info.texture_threshold, live_scores)
+        return self.threshold
 
     def scores(self) -> AttemptScores:
-        """The attempt's texture, motion and fused scores (fused is what the threshold applies to)."""
+        """The attempt's mean texture logit and the number of movements seen (inside the window)."""
         texture = float(np.mean([v for _, v in self._logits])) if self._logits else None
-        motion = float(np.mean([v for _, v in self._motions])) if self._motions else None
-        if texture is None:
-            fused = None
-        elif self.mode == "both":
-            fused = self.info.fusion(texture, motion, len(self._motions))
-        else:
-            fused = texture
-        return AttemptScores(texture, motion, fused, len(self._logits), len(self._motions))
+        return AttemptScores(texture, len(self._logits), len(self._movements))
 
 
 def make_liveness(mode: str, model_dir: Path = DEFAULT_MODEL_DIR, window_seconds: float | None = None,

@@ -8,13 +8,13 @@ a ``reset()``. Frames without a face are skipped (the attempt goes on).
 One CSV row per attempt:
 
 ``attempt`` (the folder, relative to ROOT), ``mode``, ``frames`` (images read),
-``faces`` (frames with a face), ``texture`` (mean texture logit), ``motion``
-(mean motion measurement; empty when the face never moved enough, and always
-empty in mode ``texture``), ``motion_measurements``, ``fused`` (the score the
-threshold applies to; the texture score in mode ``texture``), ``threshold``
-(the shipped one for the mode) and ``decision`` (``live``, ``spoof``, or
-``no face`` when no frame had one). Unreadable images are reported on
-stderr and left out.
+``faces`` (frames with a face), ``texture`` (mean texture logit, the score the
+threshold applies to), ``movements`` (times the face was seen to move; always
+0 in mode ``texture``), ``threshold`` (the shipped one) and ``decision``
+(``live``, ``spoof``, ``no movement`` in mode ``both`` when the face was not
+seen to move often enough: the door would refuse it after its wait, or ``no
+face`` when no frame had one). Unreadable images are reported on stderr and
+left out.
 """
 
 from __future__ import annotations
@@ -27,13 +27,15 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from kiosk.decision import Liveness
 from kiosk.encoder import DEFAULT_MODEL_DIR
 from kiosk.errors import ImageError
 from kiosk.face import FaceFinder
 from kiosk.images import IMAGE_SUFFIXES, read_image
 from kiosk.liveness import LivenessChecker
 
-COLUMNS = ["attempt", "mode", "frames", "faces", "texture", "motion", "motion_measurements", "fused", "threshold", "decision"]
+COLUMNS = ["attempt", "mode", "frames", "faces", "texture", "movements", "threshold", "decision"]
+DECISIONS = {Liveness.LIVE: "live", Liveness.SPOOF: "spoof", Liveness.PENDING: "no movement"}
 
 
 def natural_key(path: Path) -> list:
@@ -79,16 +81,14 @@ def liveness_csv(root: Path, out: Path, mode: str = "both", model_dir: Path = DE
             if face is not None:
                 checker.check(image, face)
         scores = checker.scores()
-        decision = "no face" if scores.fused is None else ("live" if scores.fused >= checker.threshold else "spoof")
+        decision = "no face" if scores.texture is None else DECISIONS[checker.verdict()]
         rows.append({
             "attempt": folder.relative_to(root).as_posix(),
             "mode": mode,
             "frames": frames,
             "faces": scores.frames,
             "texture": _number(scores.texture),
-            "motion": _number(scores.motion),
-            "motion_measurements": scores.motion_measurements,
-            "fused": _number(scores.fused),
+            "movements": scores.movements,
             "threshold": round(checker.threshold, 4),
             "decision": decision,
         })
@@ -109,8 +109,9 @@ def _number(value: float | None) -> float | str:
 def cmd_liveness(args: argparse.Namespace) -> int:
     """The ``kiosk liveness`` command: write the CSV and print a one-line summary."""
     rows = liveness_csv(args.root, args.out, args.mode, args.models, progress=not args.quiet)
-    counts = {kind: sum(row["decision"] == kind for row in rows) for kind in ("live", "spoof", "no face")}
-    print(f"{len(rows)} attempts: {counts['live']} live, {counts['spoof']} spoof, {counts['no face']} without a face "
+    counts = {kind: sum(row["decision"] == kind for row in rows) for kind in ("live", "spoof", "no movement", "no face")}
+    print(f"{len(rows)} attempts: {counts['live']} live, {counts['spoof']} spoof, {counts['no movement']} not seen to move, "
+          f"{counts['no face']} without a face "
           f"(mode {args.mode}) -> {args.out}")
     return 0
 
@@ -123,15 +124,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=(
             "Check recorded attempts the way the door does. Every folder under ROOT that holds images is one "
             "attempt, its images (in natural file-name order: frame_2 before frame_10) the consecutive frames. "
-            "Writes one CSV row per attempt: texture score (the photo-vs-live CNN, mean logit), motion score "
-            "(does the face move like a flat picture?), the fused score, frames with a face, and the decision "
-            "(live or spoof) at the shipped threshold. Scores are higher for live faces."
+            "Writes one CSV row per attempt: the texture score (the photo-vs-live CNNs, mean logit; higher for live "
+            "faces), how often the face was seen to move, frames with a face, and the decision at the shipped "
+            "threshold (live, spoof, or in mode both 'no movement': a face that never moved is not taken as live)."
         ),
     )
     p.add_argument("root", type=Path, metavar="ROOT", help="folder of attempt folders, e.g. ROOT/<attempt>/<frame>.jpg")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.csv", help="where to write the CSV")
     p.add_argument("--mode", choices=["texture", "both"], default="both",
-                   help="texture: the CNN only; both: CNN and motion fused, as liveness.mode = \"both\" (default)")
+                   help="texture: the CNNs only; both: the CNNs' verdict once the face has moved, as liveness.mode = \"both\" (default)")
     p.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="folder with liveness.tflite and liveness.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_liveness)

@@ -20,6 +20,7 @@ from kiosk.enroll import enroll_from_images
 from kiosk.errors import CameraError
 from kiosk.gallery import Gallery
 from kiosk.gpio import DoorHardware, GpioSettings, make_pin_factory
+from kiosk.liveness import NoLivenessCheck
 from kiosk.pipeline import FacePipeline
 
 DATA = demo_data()
@@ -158,7 +159,7 @@ def test_camera_failing_mid_stream_is_reconnected_and_door_stays_locked(rig_fact
     assert len(errors) == 1 and "USB camera unplugged" in errors[0].detail
 
 
-class ScriptedLiveness:
+class ScriptedLiveness(NoLivenessCheck):
     """A liveness check whose verdicts the test chooses (the real check is tested in test_liveness.py)."""
 
     def __init__(self, verdict):
@@ -166,12 +167,6 @@ class ScriptedLiveness:
 
     def check(self, frame, face, now=0.0):
         return self.verdict
-
-    def reset(self):
-        pass
-
-    def close_enough(self, frame, face):
-        return True
 
 
 def test_lockout_counts_suspicious_attempts_survives_a_restart_and_expires(rig_factory):

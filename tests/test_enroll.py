@@ -8,7 +8,15 @@ from kiosk import assemble
 from kiosk.camera import PlaylistCamera
 from kiosk.clock import FakeClock
 from kiosk.config import Config
-from kiosk.enroll import ButtonEnrollment, capture_from_camera, enroll_from_images
+from kiosk.enroll import (
+    LIVE_SCORES_KEPT,
+    LIVE_SCORES_STATE,
+    ButtonEnrollment,
+    capture_from_camera,
+    door_live_scores,
+    enroll_from_images,
+    record_live_scores,
+)
 from kiosk.errors import EnrollmentError
 from kiosk.gallery import Gallery
 from kiosk.liveness import NoLivenessCheck, make_liveness
@@ -76,10 +84,31 @@ def test_the_camera_enrolment_makes_the_first_admin_from_one_live_track(pipeline
     assert (person.name, person.role, person.embeddings) == ("alice", "admin", 3)
 
 
+def test_the_camera_enrolment_records_its_liveness_scores_for_the_door(pipeline, gallery):
+    """The capture's liveness scores (this door's camera, a live face) are kept for the door's threshold; no name."""
+    _camera_enrolment(pipeline, gallery, "live", "alice")
+    (scores,) = door_live_scores(gallery)
+    assert len(scores) >= 3 and all(v > 0 for v in scores)  # the live fixture scores live
+    assert "alice" not in gallery.load_state(LIVE_SCORES_STATE)
+    enroll_from_images("powell", POWELL, pipeline, gallery)
+    assert len(door_live_scores(gallery)) == 1, "photos are no camera: they record nothing"
+
+
+def test_recorded_scores_keep_the_newest_enrolments_and_a_damaged_record_is_ignored(gallery):
+    for i in range(LIVE_SCORES_KEPT + 3):
+        record_live_scores(gallery, [float(i), float(i) + 0.5])
+    kept = door_live_scores(gallery)
+    assert len(kept) == LIVE_SCORES_KEPT and kept[-1] == [LIVE_SCORES_KEPT + 2.0, LIVE_SCORES_KEPT + 2.5]
+    gallery.save_state(LIVE_SCORES_STATE, "{not json")
+    assert door_live_scores(gallery) == []  # the door then keeps the shipped threshold
+    record_live_scores(gallery, [1.0])
+    assert door_live_scores(gallery) == [[1.0]]
+
+
 def test_the_camera_enrolment_refuses_a_printed_photo(pipeline, gallery):
     with pytest.raises(EnrollmentError, match="liveness|proof of life"):
         _camera_enrolment(pipeline, gallery, "spoof", "mallory")
-    assert gallery.people() == []
+    assert gallery.people() == [] and door_live_scores(gallery) == [], "a photo's scores never reach the door's threshold"
 
 
 def test_the_button_alone_cannot_enrol_into_a_gallery_without_an_admin(pipeline, gallery):

@@ -1,4 +1,4 @@
-"""The liveness training's pure parts on tiny hand-made inputs: fusion fit, ISO/IEC 30107-3 metrics, NUAA attempts, CLI."""
+"""The liveness training's pure parts on tiny hand-made inputs: attempt scores, ISO/IEC 30107-3 metrics, NUAA attempts, CLI."""
 
 from __future__ import annotations
 
@@ -12,99 +12,25 @@ import pytest
 from kiosk.errors import TrainingError
 from kiosk.training import TRAIN_EXTRA
 from kiosk.training.liveness import cli
-from kiosk.training.liveness.data import ATTEMPT_FRAMES, FrameRecord, scan_nuaa, split_attempts
-from kiosk.training.liveness.fusion import (
-    MIN_MOTION_MEASUREMENTS,
-    MOTION_BONUS,
-    PLANAR_LIVE_REFUSED,
-    AttemptTable,
-    fit_fusion,
-)
+from kiosk.training.liveness.attempts import MIN_MOVEMENTS, attempt_table
+from kiosk.training.liveness.data import ATTEMPT_FRAMES, FrameRecord, Prepared, scan_nuaa, split_attempts
 from kiosk.training.liveness.metrics import choose_threshold, equal_error_rate, error_rates, rates_by_subject
 
-TEXTURE_THRESHOLD = 0.1
 REST_ROLES = re.compile(r"``|:(func|class|mod|meth|attr):`")
 
 
-def attempts(texture_live: np.ndarray, texture_spoof: np.ndarray, motion_live: np.ndarray, motion_spoof: np.ndarray,
-             measurements: int = 3) -> AttemptTable:
-    """Validation attempts of one subject, every one with ``measurements`` motion measurements."""
-    count = len(texture_live) + len(texture_spoof)
-    return AttemptTable(live=np.r_[np.ones(len(texture_live), bool), np.zeros(len(texture_spoof), bool)],
-                        subject=np.array(["0001"] * count), texture=np.r_[texture_live, texture_spoof],
-                        motion=np.r_[motion_live, motion_spoof], motion_count=np.full(count, measurements))
-
-
-@pytest.fixture
-def separable() -> AttemptTable:
-    """Texture scores that overlap between live and print (-0.5..0.5), motion scores that do not."""
-    rng = np.random.default_rng(0)
-    return attempts(np.linspace(-0.5, 2.0, 20), np.linspace(-2.0, 0.5, 20),
-                    rng.permutation(np.linspace(-1.5, -0.5, 20)), rng.permutation(np.linspace(-3.5, -2.5, 20)))
-
-
-def test_fitted_fusion_puts_every_live_attempt_above_zero_and_every_print_below(separable: AttemptTable) -> None:
-    fusion = fit_fusion(separable, TEXTURE_THRESHOLD)
-    fused = separable.fused(fusion)
-    assert fusion.motion_weight > 0
-    vetoed = separable.live & (separable.motion < fusion.motion_floor)  # the floor's cost: the least moving live attempt
-    assert vetoed.sum() <= 1
-    assert fused[separable.live & ~vetoed].min() > 0 > fused[~separable.live].max()
-    texture_alone = separable.texture - TEXTURE_THRESHOLD
-    assert (texture_alone[separable.live] < 0).any() and (texture_alone[~separable.live] >= 0).any()  # motion was needed
-
-
-def test_fitted_fusion_caps_the_motion_bonus_and_ignores_too_few_measurements(separable: AttemptTable) -> None:
-    fusion = fit_fusion(separable, TEXTURE_THRESHOLD)
-    assert fusion.min_measurements == MIN_MOTION_MEASUREMENTS
-    assert fusion.max_motion_bonus == pytest.approx(MOTION_BONUS)
-    very_live_motion = 10.0
-    borderline, printed = TEXTURE_THRESHOLD - 0.5, TEXTURE_THRESHOLD - MOTION_BONUS - 0.1
-    assert fusion(borderline, very_live_motion, MIN_MOTION_MEASUREMENTS) > 0  # rescued by motion
-    assert fusion(printed, very_live_motion, MIN_MOTION_MEASUREMENTS) < 0  # never, however live the motion looks
-    assert fusion(borderline, very_live_motion, MIN_MOTION_MEASUREMENTS - 1) == pytest.approx(borderline - TEXTURE_THRESHOLD)
-    low, _ = fusion.motion_range
-    assert low == pytest.approx(np.percentile(separable.motion, 2))
-
-
-def test_planar_motion_is_a_veto_however_live_the_texture_looks(separable: AttemptTable) -> None:
-    """A texture network can be fooled (a small print far away, a photo composited into the scene); a flat
-    thing's motion cannot: below the floor the attempt is refused."""
-    fusion = fit_fusion(separable, TEXTURE_THRESHOLD)
-    live_motion = separable.motion[separable.live]
-    assert fusion.motion_floor == pytest.approx(np.quantile(live_motion, PLANAR_LIVE_REFUSED))
-    assert np.mean(live_motion < fusion.motion_floor) <= PLANAR_LIVE_REFUSED + 1 / live_motion.size
-    very_live_texture = TEXTURE_THRESHOLD + 20
-    assert fusion(very_live_texture, fusion.motion_floor - 0.01, MIN_MOTION_MEASUREMENTS) < 0
-    assert fusion(very_live_texture, fusion.motion_floor + 0.01, MIN_MOTION_MEASUREMENTS) > 0
-    assert fusion(very_live_texture, fusion.motion_floor - 0.01, MIN_MOTION_MEASUREMENTS - 1) > 0  # too little evidence yet
-
-
-def test_a_texture_score_that_separates_alone_keeps_the_motion_range() -> None:
-    """When the texture separates the attempts by itself the fitted offset is arbitrary: the bonus is capped by
-    lowering it, and planar motion still counts against an attempt (the range is not collapsed)."""
-    rng = np.random.default_rng(2)
-    texture_separates = attempts(np.linspace(3.0, 8.0, 20), np.linspace(-8.0, -3.0, 20),
-                                 rng.permutation(np.linspace(-1.5, -0.5, 20)), rng.permutation(np.linspace(-2.5, -1.0, 20)))
-    fusion = fit_fusion(texture_separates, TEXTURE_THRESHOLD)
-    low, high = fusion.motion_range
-    assert high > low
-    assert fusion.max_motion_bonus <= MOTION_BONUS + 1e-9
-    assert fusion(TEXTURE_THRESHOLD, low, MIN_MOTION_MEASUREMENTS) < fusion(TEXTURE_THRESHOLD, high, MIN_MOTION_MEASUREMENTS)
-
-
-def test_fusion_fit_refuses_motion_that_points_the_wrong_way() -> None:
-    rng = np.random.default_rng(1)
-    prints_move_more = attempts(np.linspace(0.0, 2.0, 20), np.linspace(-2.0, 0.0, 20),
-                                rng.permutation(np.linspace(-3.5, -2.5, 20)), rng.permutation(np.linspace(-1.5, -0.5, 20)))
-    with pytest.raises(TrainingError, match="not positive"):
-        fit_fusion(prints_move_more, TEXTURE_THRESHOLD)
-
-
-def test_fusion_fit_needs_attempts_with_enough_motion_measurements(separable: AttemptTable) -> None:
-    separable.motion_count[:] = MIN_MOTION_MEASUREMENTS - 1
-    with pytest.raises(TrainingError, match="too few"):
-        fit_fusion(separable, TEXTURE_THRESHOLD)
+def test_attempt_table_averages_texture_and_counts_movements() -> None:
+    """Per attempt: the mean texture logit of its frames with a face, and how often the face moved (a finite motion)."""
+    nan = np.nan
+    prepared = Prepared(crops=np.zeros((6, 2, 1, 1, 3), np.uint8), found=np.array([True, True, False, True, True, True]),
+                        live=np.array([True, True, True, False, False, False]), subject=np.array(["0001"] * 6),
+                        capture_session=np.array(["01"] * 6), attempt=np.array([0, 0, 0, 1, 1, 1]),
+                        motion=np.array([nan, 0.02, 0.5, nan, nan, 0.03]), paths=np.array([""] * 6))
+    table = attempt_table(prepared, np.array([1.0, 3.0, 100.0, -2.0, -4.0, -6.0]), np.arange(6))
+    assert table.live.tolist() == [True, False]
+    assert table.texture.tolist() == [2.0, -4.0]  # the frame without a face (texture 100) is not counted
+    assert table.movements.tolist() == [1, 1]  # nor its movement
+    assert MIN_MOVEMENTS == 2 and table.moved.tolist() == [False, False]
 
 
 def test_error_rates_count_attacks_accepted_and_live_rejected() -> None:
@@ -301,6 +227,51 @@ def test_augment_keeps_shape_and_pixel_range_and_is_reproducible() -> None:
 def test_distil_without_crops_in_a_pool_is_a_training_error() -> None:
     from kiosk.training.liveness.distil import distil
 
-    crops = np.zeros((2, 2, 80, 80, 3), np.uint8)
+    crops, live = np.zeros((2, 2, 80, 80, 3), np.uint8), np.ones(2, bool)
     with pytest.raises(TrainingError, match="replays: 0"):
-        distil(None, None, {"nuaa": crops, "faces": crops, "replays": crops[:0]}, seed=0)
+        distil(None, None, {"nuaa": (crops, live), "faces": (crops, live), "replays": (crops[:0], live[:0]),
+                            "prints": (crops, live)}, seed=0)
+
+
+def _pair_model(seed: int):
+    """A tiny stand-in for the MiniFASNet pair: two 80x80 BGR inputs, three logits each (all equal at the start)."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = [keras.Input((80, 80, 3)) for _ in range(2)]
+    outputs = [keras.layers.Dense(3, kernel_initializer="zeros")(keras.layers.GlobalAveragePooling2D()(x)) for x in inputs]
+    return keras.Model(inputs, keras.layers.Concatenate()(outputs))
+
+
+def test_the_truth_term_teaches_what_the_teacher_gets_wrong() -> None:
+    """A teacher that finds bright and dark crops equally live: the student learns that dark ones are attacks."""
+    pytest.importorskip("tensorflow")
+    from kiosk.liveness import real_logit
+    from kiosk.training.liveness.distil import MIX, distil
+
+    teacher, student = _pair_model(0), _pair_model(0)
+    rng = np.random.default_rng(4)
+    bright = rng.integers(180, 256, (16, 2, 80, 80, 3)).astype(np.uint8)
+    dark = rng.integers(0, 60, (16, 2, 80, 80, 3)).astype(np.uint8)
+    pools = {name: (bright, np.ones(16, bool)) if name in ("nuaa", "faces") else (dark, np.zeros(16, bool)) for name in MIX}
+
+    def gap(model) -> float:
+        def mean_logit(crops):
+            return np.mean([real_logit(v) for v in np.asarray(model.predict([crops[:, 0], crops[:, 1]], verbose=0))])
+        return mean_logit(bright.astype(np.float32)) - mean_logit(dark.astype(np.float32))
+
+    before = gap(student)
+    distil(teacher, student, pools, seed=0, steps=60)
+    after = gap(student)
+    assert after > before + 0.5  # measured: 0 -> 1.1; with the truth term off the student stays at 0 (the teacher)
+
+
+def test_a_rendered_print_has_paper_ink_and_the_room_around_it() -> None:
+    from kiosk.training.liveness.screens import render_print
+
+    black_photo, white_room = np.zeros((240, 320, 3), np.uint8), np.full((240, 320, 3), 255, np.uint8)
+    for seed in range(5):
+        frame = render_print(black_photo, white_room, np.random.default_rng(seed))
+        assert frame.shape == black_photo.shape and frame.dtype == np.uint8
+        assert frame.min() >= 8  # ink on paper is never black
+        assert (frame.mean(axis=2) < 100).mean() > 0.05 and (frame.mean(axis=2) > 150).mean() > 0.02  # sheet and room

@@ -17,7 +17,7 @@ from kiosk.liveness import MotionCue, context_crops
 ATTEMPT_FRAMES = 5
 """Frames per evaluation attempt (a session's leftover frames join its last attempt)."""
 TEST_SUBJECTS = ("0003", "0006", "0009")
-"""Left out of the shipped fusion fit: every NUAA subject is unseen by MiniFASNet, these also by the fusion."""
+"""The subjects whose sessions are played through the runtime class at the door's rules (evaluate.py)."""
 CAPTURE_SESSIONS = ("01", "02")
 """NUAA's two capture sessions (days, rooms, light): the 4th field of a file name."""
 DATA_TERMS = (
@@ -92,7 +92,7 @@ class ArrayRecord:
 
 @dataclass
 class Prepared(ArrayRecord):
-    """Per-frame arrays: both networks' context crops, whether a face was found, labels, attempts, motion measurements."""
+    """Per-frame arrays: both networks' context crops, whether a face was found, labels, attempts, movements."""
 
     crops: np.ndarray  # [N, networks, 80, 80, 3] uint8 BGR
     found: np.ndarray
@@ -100,7 +100,7 @@ class Prepared(ArrayRecord):
     subject: np.ndarray
     capture_session: np.ndarray
     attempt: np.ndarray
-    motion: np.ndarray
+    motion: np.ndarray  # the movement the motion cue measured at this frame, in face widths (nan: none)
     paths: np.ndarray
 
 

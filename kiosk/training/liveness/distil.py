@@ -1,19 +1,24 @@
-"""Distil MiniFASNet into ReLU students whose full-int8 file runs in XNNPACK's fast kernels.
+"""Distil MiniFASNet into ReLU students whose full-int8 file runs in XNNPACK's fast kernels, and teach them prints at a distance.
 
 MiniFASNet's 66 PReLU layers make its int8 export several times slower than
 float32 on x86 (int8 PReLU has no fast kernel). A student is the same two
 networks with every PReLU replaced by ReLU (``STUDENT_ACTIVATION``), started
-from the converted weights and trained to match the float teacher's logits
-(temperature-softened KL per network, plus a small logit MSE) on the
-teacher's own inputs: NUAA context crops, live faces from many cameras
-(LFW, CelebA: guards against learning "the NUAA webcam = spoof") and
-synthetic screen replays of those faces (screens.py). No hard label is used:
-the teacher's outputs are the only target, so the student learns the
-teacher's rule, not NUAA's. Both crops of a face get the same light, white
-balance, contrast, gamma, blur and noise (one scene), each its own small
-zoom and shift (the Haar box wobbles from frame to frame); the teacher sees
-exactly what the student sees. Batch norm stays in inference mode (short
-fine-tune, batches of mixed sources), so the student exports like the teacher.
+from the converted weights and trained on two targets per network: the float
+teacher's logits (temperature-softened KL plus a small logit MSE) and, with
+weight ``LABEL_WEIGHT``, the truth (cross-entropy of the "real" probability).
+The pools: NUAA context crops (labelled live or print), live faces from many
+cameras (LFW, CelebA: guards against learning "the NUAA webcam = spoof"),
+synthetic screen replays of those faces, and prints held up at any distance
+(screens.py) of those faces and of NUAA live frames (the door camera's own
+live picture on paper; never of the subjects the report's synthetic attacks
+are rendered from). The truth is what
+the teacher lacks: it takes a small print held far away, its edges and the
+room around it in view, for a live face (red-team attack 11c). Both crops of
+a face get the same light, white balance, contrast, gamma, blur and noise (one
+scene), each its own small zoom and shift (the Haar box wobbles from frame to
+frame); the teacher sees exactly what the student sees. Batch norm stays in
+inference mode (short fine-tune, batches of mixed sources), so the student
+exports like the teacher.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 from kiosk.errors import TrainingError
 from kiosk.face import FaceFinder
 from kiosk.images import read_image
+from kiosk.liveness import REAL_CLASS
 from kiosk.training.liveness.data import ArrayRecord
 
 STUDENT_ACTIVATION = "relu"
@@ -38,34 +44,39 @@ HELD_OUT_FACES = 0.3
 """Share of the photos (by person) never distilled on: the check that live faces from other cameras stay live."""
 REPLAY_SCALE = 640
 """Photos are brought to this width before a replay is rendered, so the phone holds a face of door size."""
-STEPS = 120
+STEPS = 600
 BATCH = 32
 LEARNING_RATE = 3e-4
 TEMPERATURE = 2.0
 MSE_WEIGHT = 0.05
-MIX = {"nuaa": 0.5, "faces": 0.3, "replays": 0.2}
+LABEL_WEIGHT = 1.0
+"""Weight of the cross-entropy against the truth beside the distillation loss."""
+MIX = {"nuaa": 0.35, "faces": 0.3, "replays": 0.15, "prints": 0.2}
 """Share of each batch drawn from each pool of training crops."""
+RECIPE = "kd-labels-prints2"
+"""Names the students' training recipe in their cache file names (a changed recipe distils again)."""
 
 
 @dataclass
 class Faces(ArrayRecord):
-    """Context crops of photos from LFW and CelebA and of their synthetic screen replays."""
+    """Context crops of photos from LFW and CelebA, of their synthetic screen replays and of prints of them."""
 
     crops: np.ndarray  # [N, networks, 80, 80, 3] uint8 BGR
     source: np.ndarray  # "lfw" or "celeba"
-    replay: np.ndarray  # True: a synthetic screen replay of the photo, False: the photo itself (a live face)
+    replay: np.ndarray  # True: a synthetic screen replay of the photo
+    printed: np.ndarray  # True: the photo printed and held up (neither: the photo itself, a live face)
     held_out: np.ndarray  # True: never distilled on
 
 
 
 def prepare_faces(root: Path, seed: int) -> Faces:
-    """Up to ``FACES_PER_SOURCE`` photos per source through the door's front end, each also as a screen replay."""
+    """Up to ``FACES_PER_SOURCE`` photos per source through the door's front end, each also as a replay and a print."""
     import cv2
     from tqdm import tqdm
 
     from kiosk.liveness import context_crops
     from kiosk.training.liveness.minifasnet import INPUT_SIZE, WORK_WIDTH, context_crop_settings
-    from kiosk.training.liveness.screens import render_replay
+    from kiosk.training.liveness.screens import render_print, render_replay
 
     rng = np.random.default_rng(seed)
     settings = context_crop_settings()
@@ -81,13 +92,15 @@ def prepare_faces(root: Path, seed: int) -> Faces:
         for index in tqdm(rng.permutation(len(photos))[:FACES_PER_SOURCE], desc=f"prepare {source}", unit="photo"):
             path, is_held_out = photos[index]
             image = read_image(path)
+            room = read_image(photos[int(rng.integers(len(photos)))][0])
             big = cv2.resize(image, (REPLAY_SCALE, round(image.shape[0] * REPLAY_SCALE / image.shape[1])))
-            for replay, frame in ((False, image), (True, render_replay(big, rng))):
+            for kind, frame in (("photo", image), ("replay", render_replay(big, rng)), ("print", render_print(big, room, rng))):
                 face = finder.largest(frame)
                 if face is None:
                     continue
                 for name, value in (("crops", np.stack(context_crops(frame, face, settings, WORK_WIDTH, INPUT_SIZE))),
-                                    ("source", source), ("replay", replay), ("held_out", is_held_out)):
+                                    ("source", source), ("replay", kind == "replay"), ("printed", kind == "print"),
+                                    ("held_out", is_held_out)):
                     columns[name].append(value)
     return Faces(**{name: np.array(values) for name, values in columns.items()})
 
@@ -100,6 +113,57 @@ def load_or_prepare_faces(root: Path, cache_file: Path, seed: int) -> Faces:
     faces = prepare_faces(root, seed)
     faces.save(cache_file)
     return faces
+
+
+@dataclass
+class NuaaPrints(ArrayRecord):
+    """Context crops of NUAA live frames printed and held up in front of another frame (never of ``TEST_SUBJECTS``)."""
+
+    crops: np.ndarray  # [N, networks, 80, 80, 3] uint8 BGR
+    subject: np.ndarray
+    capture_session: np.ndarray
+
+
+def prepare_nuaa_prints(prepared, seed: int) -> NuaaPrints:
+    """Every live NUAA frame of the subjects outside ``TEST_SUBJECTS`` as a print (:func:`render_print`), once.
+
+    The door's camera is NUAA's webcam here: the prints teach that a sheet
+    showing this camera's live picture is an attack. ``TEST_SUBJECTS`` are
+    left out, so that the synthetic attacks of the report, rendered from their
+    frames, stay unseen.
+    """
+    from tqdm import tqdm
+
+    from kiosk.liveness import context_crops
+    from kiosk.training.liveness.data import TEST_SUBJECTS
+    from kiosk.training.liveness.minifasnet import INPUT_SIZE, WORK_WIDTH, context_crop_settings
+    from kiosk.training.liveness.screens import render_print
+
+    rng = np.random.default_rng(seed)
+    settings = context_crop_settings()
+    finder = FaceFinder()
+    rows = np.flatnonzero(prepared.live & prepared.found & ~np.isin(prepared.subject, TEST_SUBJECTS))
+    columns: dict[str, list] = {name: [] for name in NuaaPrints.__dataclass_fields__}
+    for row in tqdm(rows, desc="prepare NUAA prints", unit="frame"):
+        room = read_image(Path(prepared.paths[rng.choice(rows)]))
+        frame = render_print(read_image(Path(prepared.paths[row])), room, rng)
+        face = finder.largest(frame)
+        if face is None:
+            continue
+        for name, value in (("crops", np.stack(context_crops(frame, face, settings, WORK_WIDTH, INPUT_SIZE))),
+                            ("subject", prepared.subject[row]), ("capture_session", prepared.capture_session[row])):
+            columns[name].append(value)
+    return NuaaPrints(**{name: np.array(values) for name, values in columns.items()})
+
+
+def load_or_prepare_nuaa_prints(prepared, cache_file: Path, seed: int) -> NuaaPrints:
+    """The prepared NUAA prints from ``cache_file`` when it exists, else :func:`prepare_nuaa_prints` and save them there."""
+    if cache_file.exists():
+        print(f"using the prepared NUAA prints in {cache_file} (delete it to prepare again)")
+        return NuaaPrints.load(cache_file)
+    prints = prepare_nuaa_prints(prepared, seed)
+    prints.save(cache_file)
+    return prints
 
 
 def augment(crops, seed):
@@ -136,25 +200,29 @@ def augment(crops, seed):
     return tf.round(tf.clip_by_value(tf.reshape(flat, tf.shape(x)), 0.0, 255.0))
 
 
-def distil(teacher, student, pools: dict[str, np.ndarray], seed: int, steps: int = STEPS, label: str = "") -> dict:
-    """Train ``student`` in place on ``pools`` (name in ``MIX`` -> crops [N, networks, 80, 80, 3] uint8); the loss curve.
+def distil(teacher, student, pools: dict[str, tuple[np.ndarray, np.ndarray]], seed: int, steps: int = STEPS,
+           label: str = "") -> dict:
+    """Train ``student`` in place on ``pools`` (name in ``MIX`` -> (crops [N, networks, 80, 80, 3] uint8, live [N] bool)).
 
     Each batch takes ``MIX`` shares from the pools, is augmented
     (:func:`augment`) and scored by ``teacher``; the loss is, per network,
-    KL(teacher || student) of the softmax at ``TEMPERATURE`` (times its square)
-    plus ``MSE_WEIGHT`` times the logits' mean squared difference.
+    KL(teacher || student) of the softmax at ``TEMPERATURE`` (times its square),
+    plus ``MSE_WEIGHT`` times the logits' mean squared difference, plus
+    ``LABEL_WEIGHT`` times the cross-entropy of the student's "real"
+    probability against the truth. Returns the loss curve.
     """
     import keras
     import tensorflow as tf
 
-    if any(len(pools.get(name, ())) == 0 for name in MIX):
+    sizes = {name: len(pools[name][0]) if name in pools else 0 for name in MIX}
+    if not all(sizes.values()):
         raise TrainingError(f"distillation needs crops in every pool ({', '.join(MIX)}); got "
-                            + ", ".join(f"{name}: {len(pools.get(name, ()))}" for name in MIX))
+                            + ", ".join(f"{name}: {size}" for name, size in sizes.items()))
     rng = np.random.default_rng(seed)
     counts = {name: round(share * BATCH) for name, share in MIX.items()}
     schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, steps, warmup_target=None)
     optimizer = keras.optimizers.Adam(schedule)
-    networks = pools["nuaa"].shape[1]
+    networks = pools["nuaa"][0].shape[1]
 
     def per_network(logits):
         return tf.reshape(logits, [-1, networks, 3])
@@ -162,22 +230,30 @@ def distil(teacher, student, pools: dict[str, np.ndarray], seed: int, steps: int
     augmented = tf.function(augment)
 
     @tf.function
-    def step(x):
+    def step(x, live):
         inputs = [x[:, i] for i in range(networks)]
         target = per_network(teacher(inputs, training=False))
         with tf.GradientTape() as tape:
             logits = per_network(student(inputs, training=False))
             kl = tf.reduce_sum(tf.nn.softmax(target / TEMPERATURE) * (tf.nn.log_softmax(target / TEMPERATURE)
                                                                      - tf.nn.log_softmax(logits / TEMPERATURE)), axis=-1)
-            loss = tf.reduce_mean(kl) * TEMPERATURE ** 2 + MSE_WEIGHT * tf.reduce_mean(tf.square(logits - target))
+            log_p = tf.nn.log_softmax(logits, axis=-1)
+            log_real = log_p[..., REAL_CLASS]
+            log_attack = tf.reduce_logsumexp(tf.concat([log_p[..., :REAL_CLASS], log_p[..., REAL_CLASS + 1:]], -1), axis=-1)
+            truth = -(live[:, None] * log_real + (1.0 - live[:, None]) * log_attack)
+            loss = (tf.reduce_mean(kl) * TEMPERATURE ** 2 + MSE_WEIGHT * tf.reduce_mean(tf.square(logits - target))
+                    + LABEL_WEIGHT * tf.reduce_mean(truth))
         gradients = tape.gradient(loss, student.trainable_variables)
         optimizer.apply_gradients(zip(gradients, student.trainable_variables))
         return loss
 
     started, losses = time.time(), []
     for index in range(steps):
-        batch = np.concatenate([pools[name][rng.integers(0, len(pools[name]), count)] for name, count in counts.items()])
-        losses.append(float(step(augmented(tf.constant(batch, tf.float32), tf.constant([seed, index], tf.int32)))))
+        picks = {name: rng.integers(0, len(pools[name][0]), count) for name, count in counts.items()}
+        batch = np.concatenate([pools[name][0][rows] for name, rows in picks.items()])
+        live = np.concatenate([pools[name][1][rows] for name, rows in picks.items()]).astype(np.float32)
+        losses.append(float(step(augmented(tf.constant(batch, tf.float32), tf.constant([seed, index], tf.int32)),
+                                 tf.constant(live))))
         if (index + 1) % 25 == 0 or index + 1 == steps:
             print(f"distil {label}: step {index + 1}/{steps}, loss {np.mean(losses[-100:]):.4f}, "
                   f"{time.time() - started:.0f} s", flush=True)

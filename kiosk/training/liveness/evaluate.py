@@ -12,9 +12,9 @@ import numpy as np
 
 from kiosk.face import Face, FaceFinder
 from kiosk.images import read_image
-from kiosk.liveness import AttemptScores, LivenessChecker
+from kiosk.liveness import AttemptScores, Liveness, LivenessChecker
+from kiosk.training.liveness.attempts import AttemptTable
 from kiosk.training.liveness.data import ATTEMPT_FRAMES, TEST_SUBJECTS, FrameRecord, scan_nuaa, sessions
-from kiosk.training.liveness.fusion import AttemptTable
 
 DOOR_VERDICT_EVERY = 3
 """The decision's k: a grant (and so a liveness verdict) is possible every k frames with a face."""
@@ -29,7 +29,6 @@ class Evaluation:
     """The held-out subjects through the runtime class: attempt scores, frame logits, the door's view, timing (one pass)."""
 
     table: AttemptTable
-    fused: np.ndarray
     door: dict
     frame_logits: np.ndarray
     frame_live: np.ndarray
@@ -46,7 +45,6 @@ def evaluate(root: Path, model_dir: Path) -> Evaluation:
     """
     both = LivenessChecker("both", model_dir)
     texture_only = LivenessChecker("texture", model_dir)
-    info = both.info
     columns: dict[str, list] = defaultdict(list)
     first_pass: dict[bool, list[int | None]] = {True: [], False: []}
     frame_logits, frame_live, times = [], [], {"texture": [], "both": []}
@@ -66,13 +64,12 @@ def evaluate(root: Path, model_dir: Path) -> Evaluation:
             history = _scores_per_face(both, frames[chunk[0]:])
             faces = sum(face is not None for _, face in frames[chunk[0]:chunk[-1] + 1])
             if faces:
-                scores = history[faces - 1]
+                scores, _ = history[faces - 1]
                 columns["live"].append(records[0].live)
                 columns["subject"].append(records[0].subject)
                 columns["texture"].append(scores.texture)
-                columns["motion"].append(np.nan if scores.motion is None else scores.motion)
-                columns["motion_count"].append(scores.motion_measurements)
-            verdicts = [h.fused >= info.fused_threshold for h in history[DOOR_VERDICT_EVERY - 1::DOOR_VERDICT_EVERY]]
+                columns["movements"].append(scores.movements)
+            verdicts = [v is Liveness.LIVE for _, v in history[DOOR_VERDICT_EVERY - 1::DOOR_VERDICT_EVERY]]
             first_pass[records[0].live].append(next((i + 1 for i, ok in enumerate(verdicts) if ok), None))
     table = AttemptTable(**{name: np.array(values) for name, values in columns.items()})
     door = {
@@ -86,7 +83,7 @@ def evaluate(root: Path, model_dir: Path) -> Evaluation:
     }
     timing = {mode: {"median_ms": float(np.median(v)), "p90_ms": float(np.percentile(v, 90)), "calls": len(v)}
               for mode, v in times.items()}
-    return Evaluation(table, table.fused(info.fusion), door, np.array(frame_logits), np.array(frame_live), timing)
+    return Evaluation(table, door, np.array(frame_logits), np.array(frame_live), timing)
 
 
 def measure_cost(root: Path, model_dirs: dict[str, Path], repeats: int = COST_REPEATS) -> dict:
@@ -130,12 +127,13 @@ def _held_out_sessions(root: Path) -> Iterator[tuple[list[FrameRecord], list[tup
         yield records, frames
 
 
-def _scores_per_face(checker: LivenessChecker, frames: list[tuple[np.ndarray, Face | None]]) -> list[AttemptScores]:
-    """The checker's scores after each frame with a face (frames without one are skipped)."""
+def _scores_per_face(checker: LivenessChecker,
+                     frames: list[tuple[np.ndarray, Face | None]]) -> list[tuple[AttemptScores, Liveness]]:
+    """The checker's scores and verdict after each frame with a face (frames without one are skipped)."""
     checker.reset()
     history = []
     for image, face in frames:
         if face is not None:
-            checker.check(image, face)
-            history.append(checker.scores())
+            verdict = checker.check(image, face)
+            history.append((checker.scores(), verdict))
     return history

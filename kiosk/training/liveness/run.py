@@ -1,4 +1,4 @@
-"""One run, every step in order: prepare, convert, export, score, validate by session and subject, fit, evaluate, report."""
+"""One run, every step in order: prepare, convert, export, score, validate by session and subject, evaluate, report."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk.liveness import METADATA_FILE, MODEL_FILE, Fusion, MotionSettings, real_logit
+from kiosk.liveness import METADATA_FILE, MODEL_FILE, MotionSettings, real_logit
 from kiosk.training.export import export_tflite
+from kiosk.training.liveness.attempts import MIN_MOVEMENTS, AttemptTable, attempt_table
 from kiosk.training.liveness.data import (
     CAPTURE_SESSIONS,
     DATA_TERMS,
@@ -25,14 +26,16 @@ from kiosk.training.liveness.data import (
 from kiosk.training.liveness.distil import (
     BATCH,
     FACE_SOURCES,
+    RECIPE,
     STEPS,
     STUDENT_ACTIVATION,
     Faces,
+    NuaaPrints,
     distil,
     load_or_prepare_faces,
+    load_or_prepare_nuaa_prints,
 )
 from kiosk.training.liveness.evaluate import COST_REPEATS, evaluate, measure_cost
-from kiosk.training.liveness.fusion import MOTION_BONUS, AttemptTable, attempt_table, fit_fusion
 from kiosk.training.liveness.metrics import choose_threshold, error_rates, rates_by_subject
 from kiosk.training.liveness.minifasnet import (
     INPUT_SIZE,
@@ -45,17 +48,25 @@ from kiosk.training.liveness.minifasnet import (
     tflite_logits,
 )
 from kiosk.training.liveness.report import write_report
-from kiosk.training.liveness.screens import screen_replays
+from kiosk.training.liveness.screens import synthetic_attacks
 
 TEXTURE_THRESHOLD = 0.0
 """MiniFASNet's own rule (mean "real" probability >= 0.5), fixed before any NUAA frame was seen."""
 CHECK_FACES = 200
 """Faces the conversion and the int8 exports are checked on (and the int8 ranges taken from)."""
 TARGETS = {"acer": 0.02, "bpcer": 0.02, "worst_subject_bpcer": 0.1, "both_ms": 3.0}
-"""What the student must reach to be shipped (issue 14): leave-one-session-out `both` ACER and BPCER, the worst
-subject's share of live attempts refused, and the whole `both` check per face (median, best of the repeats)."""
+"""What the student must reach to be shipped (issue 14): leave-one-session-out ACER and BPCER of the texture verdict
+(the verdict of both modes), the worst subject's share of live attempts refused, and the whole `both` check per face
+(median, best of the repeats)."""
+ADAPTATION = {"min_people": 2, "min_scores": 20, "live_quantile": 0.02}
+"""How a door fits the threshold to its camera (:class:`kiosk.liveness.Adaptation`): from 2 camera enrolments with 20
+scores, down to the scores' 2nd percentile (the live rejection target), within ``max_lowering``."""
+ADAPTATION_MARGIN = 1.0
+"""Logits kept between the lowest threshold a door may fit and the highest-scoring attack measured."""
+MAX_LOWERING = 2.0
+"""The most a door may lower the threshold, however far below it the measured attacks stay."""
 TEACHER_DIR = "teacher"
-"""The float MiniFASNet as a model folder under the cache: the reference for screens and cost, the fallback to ship."""
+"""The float MiniFASNet as a model folder under the cache: the reference for synthetic attacks and cost, the fallback to ship."""
 
 
 def run(data: Path, faces_root: Path, out: Path, cache: Path, onnx_dir: Path, seed: int) -> dict:
@@ -64,6 +75,7 @@ def run(data: Path, faces_root: Path, out: Path, cache: Path, onnx_dir: Path, se
     rng = np.random.default_rng(seed)
     prepared = load_or_prepare(data, cache / "nuaa.npz")
     faces = load_or_prepare_faces(faces_root, cache / "faces.npz", seed)
+    nuaa_prints = load_or_prepare_nuaa_prints(prepared, cache / "nuaa-prints.npz", seed)
     found = np.flatnonzero(prepared.found)
     print(f"{len(prepared.found)} NUAA frames, {len(found)} with a face; {len(faces.crops)} photo crops", flush=True)
 
@@ -84,7 +96,7 @@ def run(data: Path, faces_root: Path, out: Path, cache: Path, onnx_dir: Path, se
     export = {"teacher_float32": agreement(reference, float_logits) | {"ms_per_face": float_ms, "bytes": teacher_file.stat().st_size},
               "teacher_int8": agreement(float_logits, int8_logits) | {"ms_per_face": int8_ms, "bytes": teacher_int8.stat().st_size}}
 
-    students = {part: _student(teacher, onnx_dir, prepared, faces, calibration, cache, seed, without=part)
+    students = {part: _student(teacher, onnx_dir, prepared, faces, nuaa_prints, calibration, cache, seed, without=part)
                 for part in (*CAPTURE_SESSIONS, None)}
     shipped_student = students[None]
     export["student_int8"] = shipped_student["int8_check"] | {"ms_per_face": shipped_student["ms_per_face"],
@@ -93,47 +105,45 @@ def run(data: Path, faces_root: Path, out: Path, cache: Path, onnx_dir: Path, se
 
     frame_reference = np.full(len(prepared.found), np.nan)
     frame_reference[found] = [real_logit(v) for v in reference_logits(onnx_dir, prepared.crops[found])]
-    teacher_logits = _frame_logits(teacher_file, prepared)
     student_logits = _frame_logits(shipped_student["file"], prepared)
     splits = {"session": _cross_validate(prepared, {part: _frame_logits(students[part]["file"], prepared)
                                                     for part in CAPTURE_SESSIONS}, frame_reference, "session"),
               "subject": _cross_validate(prepared, student_logits, frame_reference, "subject")}
 
-    fit_rows = np.flatnonzero(~np.isin(prepared.subject, TEST_SUBJECTS))
-    candidates = {"student": (out, shipped_student["file"], student_logits), "teacher": (teacher_dir, teacher_file, teacher_logits)}
-    for name, (folder, tflite, logits) in candidates.items():
-        fusion = fit_fusion(attempt_table(prepared, logits, fit_rows), TEXTURE_THRESHOLD)
+    candidates = {"student": (out, shipped_student["file"]), "teacher": (teacher_dir, teacher_file)}
+    for name, (folder, tflite) in candidates.items():
         folder.mkdir(parents=True, exist_ok=True)
         if tflite.parent != folder:
             shutil.copyfile(tflite, folder / MODEL_FILE)
-        metadata = _model_metadata(folder / MODEL_FILE, fusion, conversion, export, onnx_dir, name,
+        metadata = _model_metadata(folder / MODEL_FILE, conversion, export, onnx_dir, name,
                                    {part or "all": {k: v for k, v in s.items() if k != "file"} for part, s in students.items()})
         (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
 
     cost = measure_cost(data, {"student": out, "teacher": teacher_dir})
-    screens = screen_replays(prepared, {"student": out, "teacher": teacher_dir}, seed)
+    synthetic = synthetic_attacks(prepared, {"student": out, "teacher": teacher_dir}, seed)
     session = splits["session"]
     worst = max(r["texture"]["bpcer"] for r in session["per_subject"].values() if r["texture"]["bona_fide_presentations"])
-    checks = {"acer": session["pooled"]["both"]["acer"], "bpcer": session["pooled"]["both"]["bpcer"],
-              "worst_subject_bpcer": max(worst, max(r["both"]["bpcer"] for r in session["per_subject"].values()
-                                                    if r["both"]["bona_fide_presentations"])),
-              "both_ms": cost["student"]["both"]["median_ms"]}
-    ship = all(checks[k] <= TARGETS[k] for k in TARGETS) and screens["student"]["accepted_frames"] <= screens["teacher"]["accepted_frames"]
+    checks = {"acer": session["pooled"]["texture"]["acer"], "bpcer": session["pooled"]["texture"]["bpcer"],
+              "worst_subject_bpcer": worst, "both_ms": cost["student"]["both"]["median_ms"]}
+    ship = all(checks[k] <= TARGETS[k] for k in TARGETS) and all(
+        by_model["student"]["accepted_frames"] <= by_model["teacher"]["accepted_frames"] for by_model in synthetic.values())
     shipped = "student" if ship else "teacher"
     if not ship:
         for name in (MODEL_FILE, METADATA_FILE):
             shutil.copyfile(teacher_dir / name, out / name)
-    print(f"targets {TARGETS}, measured {checks}; screens accepted {screens['student']['accepted_frames']} "
-          f"(teacher {screens['teacher']['accepted_frames']}): shipping the {shipped}", flush=True)
+    accepted = {kind: {name: r["accepted_frames"] for name, r in by_model.items()} for kind, by_model in synthetic.items()}
+    print(f"targets {TARGETS}, measured {checks}; synthetic attacks accepted {accepted}: shipping the {shipped}", flush=True)
 
     metadata = json.loads((out / METADATA_FILE).read_text())
+    metadata["adaptation"] = _adaptation(session, synthetic, shipped)
+    (out / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
     evaluation = evaluate(data, out)
     metadata["metrics"] = {"splits": {name: {k: v for k, v in split.items() if k != "scores"} for name, split in splits.items()},
-                           "screens": screens, "photos": _photo_check(faces, students, teacher_file),
+                           "synthetic_attacks": synthetic, "photos": _photo_check(faces, students, teacher_file),
                            "students": {part or "all": {k: v for k, v in st.items() if k != "file"} for part, st in students.items()},
                            "choice": {"targets": TARGETS, "measured": checks, "shipped": shipped},
                            "test": {"texture": error_rates(evaluation.table.live, evaluation.table.texture, TEXTURE_THRESHOLD),
-                                    "both": error_rates(evaluation.table.live, evaluation.fused, 0.0)},
+                                    "moved": _moved_shares(evaluation.table)},
                            "door": evaluation.door}
     metadata["timing"] = cost | {
         "machine": metadata["machine"],
@@ -146,37 +156,61 @@ def run(data: Path, faces_root: Path, out: Path, cache: Path, onnx_dir: Path, se
     return metadata
 
 
+def _adaptation(session: dict, synthetic: dict, shipped: str) -> dict:
+    """How far a door may lower the threshold: down to ``ADAPTATION_MARGIN`` above the highest-scoring attack measured.
+
+    The attacks: every print attempt left out of the session split (scored
+    by the students trained without its session) and the 99th percentile of
+    the shipped model's frames of each synthetic attack (replays, prints).
+    """
+    scores = session["scores"]
+    live = np.array(scores["live"])
+    attempts = np.array(scores["texture" if shipped == "student" else "reference"])[~live] + TEXTURE_THRESHOLD
+    highest = max(float(attempts.max()), *(by_model[shipped]["p99_logit"] for by_model in synthetic.values()))
+    lowering = float(np.clip(TEXTURE_THRESHOLD - ADAPTATION_MARGIN - highest, 0.0, MAX_LOWERING))
+    return {"max_lowering": round(lowering, 3), **ADAPTATION,
+            "highest_attack_score": highest, "margin": ADAPTATION_MARGIN,
+            "rule": "kiosk.liveness.Adaptation: a door lowers the texture threshold to the live_quantile quantile of its "
+                    "camera enrolments' scores once min_people enrolments hold min_scores, never by more than max_lowering; "
+                    f"max_lowering = threshold - {ADAPTATION_MARGIN:g} - the highest attack score measured (left-out-session "
+                    f"print attempts, 99th percentile of synthetic replay and print frames), at most {MAX_LOWERING:g}"}
+
+
 def _best_of(tflite: Path, crops: np.ndarray, repeats: int = 3) -> tuple[np.ndarray, float]:
     """:func:`tflite_logits`, timed ``repeats`` times: the logits and the fastest median (the CPU is shared)."""
     runs = [tflite_logits(tflite, crops) for _ in range(repeats)]
     return runs[0][0], min(ms for _, ms in runs)
 
 
-def _student(teacher, onnx_dir: Path, prepared: Prepared, faces: Faces, calibration: list, cache: Path, seed: int,
-             without: str | None) -> dict:
+def _student(teacher, onnx_dir: Path, prepared: Prepared, faces: Faces, nuaa_prints: NuaaPrints, calibration: list,
+             cache: Path, seed: int, without: str | None) -> dict:
     """A ReLU student distilled on every NUAA frame but capture session ``without``'s (None: all), exported full int8.
 
-    The int8 file is kept in the cache (``student-<part>-<steps>.tflite``)
+    The int8 file is kept in the cache (``student-<part>-<recipe>-<steps>...tflite``)
     and reused when present, so a rerun of the report does not distil again.
     """
     import keras
 
     tag = f"without-{without}" if without else "all"
-    path = cache / f"student-{tag}-{STEPS}x{BATCH}-seed{seed}.tflite"
+    path = cache / f"student-{tag}-{RECIPE}-{STEPS}x{BATCH}-seed{seed}.tflite"
     rows = np.flatnonzero(prepared.found & (prepared.capture_session != without))
     test = np.flatnonzero(prepared.found & (prepared.capture_session == without)) if without else rows
     check = np.random.default_rng(seed).permutation(test)[:CHECK_FACES]
     sessions = [s for s in CAPTURE_SESSIONS if s != without]
     info: dict = {"distilled_on": f"NUAA capture session{'s' * (len(sessions) > 1)} {', '.join(sessions)}, "
-                                  "photos and their replays not held out",
+                                  "photos, their replays and prints not held out",
                   "nuaa_frames": len(rows)}
     student = build_pair(onnx_dir, STUDENT_ACTIVATION)
     if path.exists():
         print(f"using the distilled student {path} (delete it to distil again)", flush=True)
     else:
         train = ~faces.held_out
-        pools = {"nuaa": prepared.crops[rows], "faces": faces.crops[train & ~faces.replay],
-                 "replays": faces.crops[train & faces.replay]}
+        photo = train & ~faces.replay & ~faces.printed
+        pools = {"nuaa": (prepared.crops[rows], prepared.live[rows]), "faces": (faces.crops[photo], np.ones(photo.sum(), bool)),
+                 "replays": (faces.crops[train & faces.replay], np.zeros((train & faces.replay).sum(), bool)),
+                 "prints": (np.concatenate([faces.crops[train & faces.printed],
+                                            nuaa_prints.crops[nuaa_prints.capture_session != without]]),
+                            np.zeros((train & faces.printed).sum() + (nuaa_prints.capture_session != without).sum(), bool))}
         keras.utils.set_random_seed(seed)
         info["loss"] = distil(teacher, student, pools, seed, label=tag)
         float_logits = np.asarray(student.predict([prepared.crops[check][:, i].astype(np.float32) for i in range(len(NETWORKS))],
@@ -194,15 +228,19 @@ def _student(teacher, onnx_dir: Path, prepared: Prepared, faces: Faces, calibrat
 
 
 def _photo_check(faces: Faces, students: dict, teacher_file: Path) -> dict:
-    """Held-out LFW/CelebA photos (live, other cameras) and their replays: share judged live by the teacher and each student."""
+    """Held-out LFW/CelebA photos (live, other cameras), their replays and prints: share judged live by each model."""
     held_out = faces.held_out
+    photo = ~faces.replay[held_out] & ~faces.printed[held_out]
     result = {}
     for name, path in [("teacher", teacher_file)] + [(f"student {p or 'all'}", s["file"]) for p, s in students.items()]:
         logits, _ = tflite_logits(path, faces.crops[held_out])
         live = np.array([real_logit(v) >= 0 for v in logits])
-        result[name] = {f"{source} live accepted": float(np.mean(live[(faces.source[held_out] == source) & ~faces.replay[held_out]]))
-                        for source in FACE_SOURCES} | {"replays accepted": float(np.mean(live[faces.replay[held_out]]))}
-    result["counts"] = {"photos": int((held_out & ~faces.replay).sum()), "replays": int((held_out & faces.replay).sum())}
+        result[name] = ({f"{source} live accepted": float(np.mean(live[(faces.source[held_out] == source) & photo]))
+                         for source in FACE_SOURCES}
+                        | {"replays accepted": float(np.mean(live[faces.replay[held_out]])),
+                           "prints accepted": float(np.mean(live[faces.printed[held_out]]))})
+    result["counts"] = {"photos": int(photo.sum()), "replays": int(faces.replay[held_out].sum()),
+                        "prints": int(faces.printed[held_out].sum())}
     return result
 
 
@@ -216,44 +254,52 @@ def _frame_logits(tflite: Path, prepared: Prepared) -> np.ndarray:
 
 
 def _cross_validate(prepared: Prepared, logits: np.ndarray | dict[str, np.ndarray], reference: np.ndarray, by: str) -> dict:
-    """Leave one capture session (``by="session"``) or one subject out: fit on the rest, score the one left out.
+    """Leave one capture session (``by="session"``) or one subject out: score the one left out, fit on the rest.
 
-    The texture threshold is fixed (``TEXTURE_THRESHOLD``); what is fitted on
-    the training part is the fusion with the motion cue, and, for comparison,
-    a texture threshold of lowest ACER. ``logits``: one array for every part,
-    or, per part left out, the frame logits of the student distilled without
-    it (the fusion is then fitted on that student's scores of the rest). Returns pooled rates, rates per
-    subject and per left-out part, and the pooled attempt scores for the DET curves.
+    The texture threshold is fixed (``TEXTURE_THRESHOLD``; its verdict is
+    that of both modes); for comparison, a texture threshold of lowest ACER is
+    fitted on the training part. ``logits``: one array for every part, or,
+    per part left out, the frame logits of the student distilled without it.
+    Returns pooled rates, rates per subject and per left-out part, the share
+    of attempts in which the face was seen to move, and the pooled attempt
+    scores for the DET curves.
     """
     groups = prepared.capture_session if by == "session" else prepared.subject
-    pooled: dict[str, list] = {"live": [], "subject": [], "part": [], "texture": [], "both": [], "reference": [],
+    pooled: dict[str, list] = {"live": [], "subject": [], "part": [], "moved": [], "texture": [], "reference": [],
                                "texture_fitted": []}
     parts = {}
     for part in (CAPTURE_SESSIONS if by == "session" else sorted(set(prepared.subject))):
         part_logits = logits[part] if isinstance(logits, dict) else logits
         test_rows, fit_rows = np.flatnonzero(groups == part), np.flatnonzero(groups != part)
         fit_table = attempt_table(prepared, part_logits, fit_rows)
-        fusion = fit_fusion(fit_table, TEXTURE_THRESHOLD)
         fitted_threshold = choose_threshold(fit_table.live, fit_table.texture)
         test: AttemptTable = attempt_table(prepared, part_logits, test_rows)
-        scores = {"texture": test.texture - TEXTURE_THRESHOLD, "both": test.fused(fusion),
+        scores = {"texture": test.texture - TEXTURE_THRESHOLD,
                   "reference": attempt_table(prepared, reference, test_rows).texture - TEXTURE_THRESHOLD,
                   "texture_fitted": test.texture - fitted_threshold}
         parts[part] = {mode: error_rates(test.live, s, 0.0) for mode, s in scores.items()} | {
-            "fitted_texture_threshold": fitted_threshold, "motion_weight": fusion.motion_weight}
+            "fitted_texture_threshold": fitted_threshold, "moved": _moved_shares(test)}
         for mode, values in scores.items():
             pooled[mode].extend(values.tolist())
         pooled["live"].extend(test.live.tolist())
         pooled["subject"].extend(test.subject.tolist())
+        pooled["moved"].extend(test.moved.tolist())
         pooled["part"].extend([part] * len(test.live))
     live, subject = np.array(pooled["live"]), np.array(pooled["subject"])
-    modes = ("texture", "both", "reference", "texture_fitted")
-    return {"pooled": {mode: error_rates(live, np.array(pooled[mode]), 0.0) for mode in modes},
+    modes = ("texture", "reference", "texture_fitted")
+    moved = np.array(pooled["moved"])
+    return {"pooled": {mode: error_rates(live, np.array(pooled[mode]), 0.0) for mode in modes}
+            | {"moved": {"live": float(moved[live].mean()), "attack": float(moved[~live].mean())}},
             "per_subject": rates_by_subject(live, subject, {m: np.array(pooled[m]) for m in modes}, dict.fromkeys(modes, 0.0)),
             "parts": parts, "scores": pooled}
 
 
-def _model_metadata(tflite: Path, fusion: Fusion, conversion: dict, export: dict, onnx_dir: Path, which: str,
+def _moved_shares(table: AttemptTable) -> dict[str, float]:
+    """Share of live and of attack attempts in which the face was seen to move ``MIN_MOVEMENTS`` times."""
+    return {"live": float(table.moved[table.live].mean()), "attack": float(table.moved[~table.live].mean())}
+
+
+def _model_metadata(tflite: Path, conversion: dict, export: dict, onnx_dir: Path, which: str,
                     students: dict) -> dict:
     """``liveness.json`` before the evaluation: what the runtime loads, and how the model was made (``which``: student or teacher)."""
     from kiosk.encoder import sha256_of
@@ -282,16 +328,14 @@ def _model_metadata(tflite: Path, fusion: Fusion, conversion: dict, export: dict
         "output": ("int8 (dequantised by its scale and zero point) " if int8 else "")
                   + "logits [1, 6]: three per network (class 1 real); the texture score is the logit of the networks' mean "
                   "softmax 'real' probability, clipped to +-9",
-        "threshold": {"texture": TEXTURE_THRESHOLD, "both": 0.0,
-                      "rule": "texture: MiniFASNet's own (mean real probability 0.5), chosen before any NUAA frame; "
-                              "both: 0 by construction of the fusion (see kiosk.liveness.Fusion)"},
-        "fusion": {"motion_weight": fusion.motion_weight, "motion_offset": fusion.motion_offset,
-                   "motion_range": list(fusion.motion_range), "min_measurements": fusion.min_measurements,
-                   "motion_floor": fusion.motion_floor, "max_motion_bonus": MOTION_BONUS, "fitted_on": "NUAA attempts of every subject but "
-                                                                  f"{', '.join(TEST_SUBJECTS)}, both sessions",
-                   "formula": "texture - threshold.texture + (motion_weight * clip(mean motion, *motion_range) + "
-                              "motion_offset once the motion cue has made min_measurements measurements); at most "
-                              "-1 when that mean motion is below motion_floor (planar: a veto)"},
+        "threshold": {"texture": TEXTURE_THRESHOLD,
+                      "rule": "MiniFASNet's own (mean real probability 0.5), chosen before any NUAA frame; the verdict of "
+                              "both modes"},
+        "movement": {"min_measurements": MIN_MOVEMENTS,
+                     "rule": "mode both: the texture verdict is given only once the motion cue has seen the face move "
+                             "(median corner movement of motion.min_shift face widths) min_measurements times inside the "
+                             "decision window; motion never changes the texture score (kiosk.liveness)"},
+        "adaptation": {"max_lowering": 0.0, **ADAPTATION, "rule": "provisional: set after the attacks are measured"},
         "motion": MotionSettings().as_dict(),
         "tflite_sha256": sha256_of(tflite),
         "tflite_bytes": tflite.stat().st_size,
