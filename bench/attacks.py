@@ -1118,26 +1118,25 @@ def grayscale_print(m: Material, work: Work) -> list[Trial]:
     return _transformed_prints(m, work, "grayscale", grayscale)
 
 
-def screen_replay(m: Material, work: Work) -> list[Trial]:
+def _live_frames_shown(m: Material, work: Work, name: str, render: Callable[[np.ndarray, np.ndarray, int], np.ndarray],
+                       what: str) -> list[Trial]:
+    """The resident's live frames shown to the camera on something held up (``render(frame, porch, t)``)."""
     background = read_image(m.empty)
-    frames = work.frames("screen", [on_a_screen(image, background, t) for t, image in enumerate(images(m.live))])
-    rig = build_door(work.state("screen"), config=m.config(), enrol={RESIDENT: m.enrol})
+    frames = work.frames(name, [render(image, background, t) for t, image in enumerate(images(m.live))])
+    rig = build_door(work.state(name), config=m.config(), enrol={RESIDENT: m.enrol})
     try:
         rig.show(frames)
-        return [trial_for(rig, not rig.opened, f"the resident's live frames replayed on a tablet ({len(frames)} frames)")]
+        return [trial_for(rig, not rig.opened, f"{what} ({len(frames)} frames)")]
     finally:
         rig.close()
+
+
+def screen_replay(m: Material, work: Work) -> list[Trial]:
+    return _live_frames_shown(m, work, "screen", on_a_screen, "the resident's live frames replayed on a tablet")
 
 
 def printed_live_frame(m: Material, work: Work) -> list[Trial]:
-    background = read_image(m.empty)
-    frames = work.frames("paper", [on_paper(image, background, t) for t, image in enumerate(images(m.live))])
-    rig = build_door(work.state("paper"), config=m.config(), enrol={RESIDENT: m.enrol})
-    try:
-        rig.show(frames)
-        return [trial_for(rig, not rig.opened, f"a print of the resident's live frames held up by hand ({len(frames)} frames)")]
-    finally:
-        rig.close()
+    return _live_frames_shown(m, work, "paper", on_paper, "a print of the resident's live frames held up by hand")
 
 
 def exact_replay(m: Material, work: Work) -> list[Trial]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
@@ -89,6 +90,16 @@ class ArrayRecord:
         data = np.load(path)
         return cls(**{name: data[name] for name in cls.__dataclass_fields__})
 
+    @classmethod
+    def cached(cls, path: Path, make: Callable[[], Self], what: str) -> Self:
+        """The record saved at ``path`` when it exists, else ``make()`` it and save it there (``what``: for the message)."""
+        if path.exists():
+            print(f"using the prepared {what} in {path} (delete it to prepare again)", flush=True)
+            return cls.load(path)
+        record = make()
+        record.save(path)
+        return record
+
 
 @dataclass
 class Prepared(ArrayRecord):
@@ -135,13 +146,3 @@ def prepare(root: Path) -> Prepared:
                     columns[name].append(value)
                 progress.update()
     return Prepared(**{name: np.array(values) for name, values in columns.items()})
-
-
-def load_or_prepare(root: Path, cache_file: Path) -> Prepared:
-    """The prepared frames from ``cache_file`` when it exists, else :func:`prepare` them and save them there."""
-    if cache_file.exists():
-        print(f"using the prepared frames in {cache_file} (delete it to prepare again)")
-        return Prepared.load(cache_file)
-    prepared = prepare(root)
-    prepared.save(cache_file)
-    return prepared

@@ -105,16 +105,6 @@ def prepare_faces(root: Path, seed: int) -> Faces:
     return Faces(**{name: np.array(values) for name, values in columns.items()})
 
 
-def load_or_prepare_faces(root: Path, cache_file: Path, seed: int) -> Faces:
-    """The prepared photos from ``cache_file`` when it exists, else :func:`prepare_faces` and save them there."""
-    if cache_file.exists():
-        print(f"using the prepared photos in {cache_file} (delete it to prepare again)")
-        return Faces.load(cache_file)
-    faces = prepare_faces(root, seed)
-    faces.save(cache_file)
-    return faces
-
-
 @dataclass
 class NuaaPrints(ArrayRecord):
     """Context crops of NUAA live frames printed and held up in front of another frame (never of ``TEST_SUBJECTS``)."""
@@ -154,16 +144,6 @@ def prepare_nuaa_prints(prepared, seed: int) -> NuaaPrints:
                             ("subject", prepared.subject[row]), ("capture_session", prepared.capture_session[row])):
             columns[name].append(value)
     return NuaaPrints(**{name: np.array(values) for name, values in columns.items()})
-
-
-def load_or_prepare_nuaa_prints(prepared, cache_file: Path, seed: int) -> NuaaPrints:
-    """The prepared NUAA prints from ``cache_file`` when it exists, else :func:`prepare_nuaa_prints` and save them there."""
-    if cache_file.exists():
-        print(f"using the prepared NUAA prints in {cache_file} (delete it to prepare again)")
-        return NuaaPrints.load(cache_file)
-    prints = prepare_nuaa_prints(prepared, seed)
-    prints.save(cache_file)
-    return prints
 
 
 def augment(crops, seed):

@@ -21,7 +21,7 @@ from kiosk.training.liveness.data import (
     SCREEN_REPLAYS,
     TEST_SUBJECTS,
     Prepared,
-    load_or_prepare,
+    prepare,
 )
 from kiosk.training.liveness.distil import (
     BATCH,
@@ -32,8 +32,8 @@ from kiosk.training.liveness.distil import (
     Faces,
     NuaaPrints,
     distil,
-    load_or_prepare_faces,
-    load_or_prepare_nuaa_prints,
+    prepare_faces,
+    prepare_nuaa_prints,
 )
 from kiosk.training.liveness.evaluate import COST_REPEATS, evaluate, measure_cost
 from kiosk.training.liveness.metrics import choose_threshold, error_rates, rates_by_subject
@@ -73,9 +73,9 @@ def run(data: Path, faces_root: Path, out: Path, cache: Path, onnx_dir: Path, se
     """Every step; writes ``liveness.tflite``, ``liveness.json``, the report and its plots to ``out``."""
     started = time.time()
     rng = np.random.default_rng(seed)
-    prepared = load_or_prepare(data, cache / "nuaa.npz")
-    faces = load_or_prepare_faces(faces_root, cache / "faces.npz", seed)
-    nuaa_prints = load_or_prepare_nuaa_prints(prepared, cache / "nuaa-prints.npz", seed)
+    prepared = Prepared.cached(cache / "nuaa.npz", lambda: prepare(data), "NUAA frames")
+    faces = Faces.cached(cache / "faces.npz", lambda: prepare_faces(faces_root, seed), "photos")
+    nuaa_prints = NuaaPrints.cached(cache / "nuaa-prints.npz", lambda: prepare_nuaa_prints(prepared, seed), "NUAA prints")
     found = np.flatnonzero(prepared.found)
     print(f"{len(prepared.found)} NUAA frames, {len(found)} with a face; {len(faces.crops)} photo crops", flush=True)
 
