@@ -47,9 +47,9 @@ class EnrollmentConfig:
 
 @dataclass
 class LivenessConfig:
-    mode: str = "both"  # "off", "texture" (photo-texture CNN) or "both" (CNN + motion, recommended)
+    mode: str = "both"  # "off", "texture" (photo-texture CNNs) or "both" (the CNNs, and the face must move: recommended)
     # With liveness on, the door only considers faces at least this tall (fraction of the frame's shorter side):
-    # a smaller face is too far away for the cues to judge (a small print's motion looks like a live face's).
+    # a smaller face is too far away for the CNNs to judge (they see too little of a small print's paper).
     min_face_fraction: float = 0.25
 
 
