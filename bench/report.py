@@ -230,7 +230,7 @@ def markdown(results: dict, names: list[str], skipped: dict[str, str], args: arg
                   "**No peer has a liveness check**: face_recognition and YuNet + SFace match a printed photo of an enrolled "
                   "person like the person.", "",
                   f"face-kiosk's check through `kiosk.liveness.LivenessChecker` at its shipped thresholds, on NUAA subjects "
-                  f"{', '.join(live['subjects'])} (MiniFASNet never saw NUAA; an int8 student is distilled on its frames, so the figure that predicts an unseen session is the report's leave-one-session-out one); one presentation is an attempt of "
+                  f"{', '.join(live['subjects'])} (MiniFASNet never saw NUAA; the int8 student is trained on its frames, so the figure that predicts an unseen session is the report's leave-one-session-out one); one presentation is an attempt of "
                   f"{live['attempt_frames']} to {2 * live['attempt_frames'] - 1} consecutive frames (ISO/IEC 30107-3: APCER = print "
                   "attacks accepted as live, BPCER = live people rejected, ACER = their mean). Details: `kiosk/models/liveness-report.md`.", ""]
         lines += liveness_lines(live) + ["", f"Not covered: {SCREEN_REPLAYS}"]

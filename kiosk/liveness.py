@@ -9,9 +9,9 @@ configuration names:
 
 - ``"off"``: :class:`NoLivenessCheck`, which answers None ("not configured");
   the decision proceeds and says so in the granted event's log line.
-- ``"texture"``: :class:`LivenessChecker` with the texture cue only:
-  MiniFASNet's two CNNs (``kiosk/models/liveness.tflite``, Apache-2.0, see
-  ``kiosk/models/README.md``) score context crops 2.7 and 4.0 times the face
+- ``"texture"``: :class:`LivenessChecker` with the texture cue only: two
+  CNNs (``kiosk/models/liveness.tflite``: int8 students of MiniFASNet,
+  Apache-2.0, see ``kiosk/models/README.md``) score context crops 2.7 and 4.0 times the face
   box (:func:`context_box`: the paper edge, a bezel, the hand are much of
   what they look at); a frame's score is the logit of their mean "real"
   probability, the attempt's the mean of its frames'.
@@ -31,6 +31,10 @@ in ``"both"``, PENDING until the motion cue has seen the face move by
 window. **No motion is no proof of life:** a photo or phone on a stand, or a
 repeated frame, never gets there; the decision refuses such an attempt after
 ``decision.liveness_wait_seconds``.
+
+**The door's camera.** :meth:`LivenessChecker.adapt` may lower the threshold
+to the scores camera enrolments recorded at this door (:class:`Adaptation`),
+never below the bound the training tool set from the attacks it measured.
 
 The model file is checked against the SHA-256 in ``kiosk/models/liveness.json``
 at load time, like the encoder; a missing, damaged or swapped file is

@@ -16,13 +16,12 @@ MODES = {"reference": "MiniFASNet float (teacher, ONNX)", "texture": "int8 stude
          "texture_fitted": "int8 student, threshold fitted on the training part"}
 SPLITS = {"session": "leave one capture session out", "subject": "leave one subject out"}
 SPLIT_STUDENTS = {
-    "session": "**Clean protocol:** the student columns of each left-out session come from a student distilled without "
-               "any frame of that session (teacher outputs on the other session, the photos and replays). This is the "
-               "figure the model is chosen by.",
-    "subject": "**Not a clean student figure:** the student columns come from the shipped student, distilled on the "
-               "teacher's outputs for *every* NUAA frame, the left-out subject's included (nine per-subject students "
-               "would not fit the CPU budget); only the fitted threshold is fitted without the subject. The teacher's "
-               "column is clean.",
+    "session": "**Clean protocol:** the student columns of each left-out session come from a student trained without "
+               "any frame of that session (the other session, the photos, their replays and prints). This is the figure "
+               "the model is chosen by.",
+    "subject": "**Not a clean student figure:** the student columns come from the shipped student, trained on *every* "
+               "NUAA frame, the left-out subject's included (nine per-subject students would not fit the CPU budget); "
+               "only the fitted threshold is fitted without the subject. The teacher's column is clean.",
 }
 
 
