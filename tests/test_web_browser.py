@@ -51,10 +51,16 @@ def shoot(driver, name: str, tmp_path: Path) -> None:
 
 
 def wait_for(predicate, seconds: float = 30.0) -> bool:
+    """Poll a page condition; an element replaced by a navigation in the middle of a check counts as not yet."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if predicate():
-            return True
+        try:
+            if predicate():
+                return True
+        except StaleElementReferenceException:
+            pass
         time.sleep(0.3)
     return False
 
@@ -76,13 +82,14 @@ def test_log_in_enrol_from_photos_and_see_the_unlock(running, browser, tmp_path)
         shoot(browser, "login", tmp_path)
         browser.find_element(By.ID, "password").send_keys(PASSWORD)
         browser.find_element(By.ID, "login").click()
-        assert browser.current_url.startswith(f"{base}/events")
+        # The click only starts the navigation (the password hash takes a moment): wait for the page it leads to.
+        assert wait_for(lambda: browser.current_url.startswith(f"{base}/events")), "the login leads to the page asked for"
 
         browser.get(f"{base}/people")
         browser.find_element(By.ID, "enrol-name").send_keys("Colin Powell")
         browser.find_element(By.ID, "enrol-files").send_keys("\n".join(str(p) for p in PHOTOS))
         browser.find_element(By.ID, "enrol-submit").click()
-        assert "enrolled Colin Powell" in browser.find_element(By.TAG_NAME, "main").text
+        assert wait_for(lambda: "enrolled Colin Powell" in browser.find_element(By.TAG_NAME, "main").text)
         shoot(browser, "people", tmp_path)
 
         def unlock_shown() -> bool:
