@@ -1,7 +1,8 @@
 """What each activation costs the encoder in int8 LiteRT: the same network, five activations.
 
 Builds the encoder (SFace's architecture, SFace's weights where they fit) with each activation of
-:data:`kiosk.training.model.ACTIVATIONS`, exports it fully int8 the way the shipped model is exported,
+:data:`kiosk.training.model.ACTIVATIONS`, exports it fully int8 the way the shipped model is exported (PReLU
+written as XNNPACK ops by :func:`kiosk.training.model.split_prelu`; LiteRT's own int8 PRELU took 48 ms here),
 and times one embedding on 1 and 2 threads with every installed runtime. Prints a table and the
 CPU's int8 features (timings differ a lot between CPUs with and without int8 dot products)::
 
@@ -20,7 +21,7 @@ import numpy as np
 from bench.report import cpu_int8_features
 from kiosk.encoder import run_interpreter, runtime_interpreters
 from kiosk.training.export import export_int8
-from kiosk.training.model import ACTIVATIONS, build_encoder, fold_head, load_sface_weights
+from kiosk.training.model import ACTIVATIONS, build_encoder, fold_head, load_sface_weights, split_prelu
 from kiosk.training.teacher import SFACE_FILE, model_path
 
 
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         for activation in args.activations:
             model = build_encoder(activation=activation)
             load_sface_weights(model, model_path(SFACE_FILE))  # realistic weight ranges for the int8 calibration
-            path = export_int8(fold_head(model), crops, Path(tmp) / f"{activation}.tflite")
+            path = export_int8(split_prelu(fold_head(model)), crops, Path(tmp) / f"{activation}.tflite")  # as kiosk-train exports
             cells = [f"{time_model(path, cls, t, crops, args.repeats):.2f}" for cls in runtimes.values() for t in (1, 2)]
             print(f"| {activation} | " + " | ".join(cells) + " |", flush=True)
     return 0

@@ -272,7 +272,7 @@ def test_the_shipped_cohort_loads_verified_and_is_compact():
     hub = unit(cohort.faces.mean(axis=0))
     ordinary = unit(np.random.default_rng(0).normal(size=(3, 128)))
     bars = cohort.template_thresholds(np.vstack([hub, ordinary]), 0.7651)
-    assert bars[0] > 0.85 and np.all(bars[1:] == 0.7651)
+    assert bars[0] > 0.7651 + 0.01 and np.all(bars[1:] == 0.7651)
 
 
 @pytest.fixture

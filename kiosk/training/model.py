@@ -153,3 +153,33 @@ def fold_head(model):
     folded = keras.Model(model.input, outputs, name="face_encoder_folded")
     folded.get_layer("embedding").set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
     return folded
+
+
+def split_prelu(model):
+    """The same function with each PReLU written as ``x + relu(depthwise_1x1(x, slope - 1))``, for export.
+
+    LiteRT has no XNNPACK kernel for int8 PRELU, so SFace's network took 48 ms per embedding on this 2-core x86;
+    a 1x1 depthwise convolution with a fused ReLU and an add are XNNPACK ops, and the same network takes about
+    7 ms (``python -m bench.activations``). The identity holds for slopes up to 1; SFace has a few above 1 (in the
+    first two layers), which are clipped (the export check measures the int8 file against the unclipped model).
+    Layers other than the PReLUs are shared with ``model``.
+    """
+    import keras
+    from keras import layers, ops
+
+    class SplitPReLU(layers.Layer):
+        def build(self, input_shape) -> None:
+            self.kernel = self.add_weight(shape=(1, 1, input_shape[-1], 1), initializer="zeros", name="kernel")
+
+        def call(self, x):
+            return x + ops.relu(ops.depthwise_conv(x, self.kernel, padding="valid"))
+
+    def rewrite(layer):
+        return SplitPReLU(name=layer.name) if isinstance(layer, layers.PReLU) else layer
+
+    rewritten = keras.models.clone_model(model, clone_function=rewrite)
+    for layer in rewritten.layers:
+        if isinstance(layer, SplitPReLU):
+            slope = np.minimum(model.get_layer(layer.name).get_weights()[0], 1.0)
+            layer.set_weights([(slope - 1.0).reshape(1, 1, -1, 1).astype(np.float32)])
+    return rewritten
