@@ -37,6 +37,8 @@ def test_quick_run_writes_tables_plots_and_sane_numbers(tmp_path: Path, monkeypa
     before = [p.stat().st_mtime_ns if p.exists() else None for p in published]
     monkeypatch.setitem(sys.modules, "dlib", None)  # as on CI, where dlib is not installed
 
+    other_table = "<!-- tight-faces -->\n| a table another benchmark wrote |\n<!-- /tight-faces -->"
+    (tmp_path / "benchmarks.md").write_text("# an old run\n\n" + other_table + "\n")
     assert main(["--quick", "--data", str(DATA), "--out", str(tmp_path)]) == 0
 
     assert [p.stat().st_mtime_ns if p.exists() else None for p in published] == before
@@ -45,6 +47,7 @@ def test_quick_run_writes_tables_plots_and_sane_numbers(tmp_path: Path, monkeypa
                     "## Liveness (face-kiosk only)", "No peer has a liveness check", "| CPU |", "| OpenCV |", "python -m bench --quick"):
         assert heading in text
     assert "Skipped: **dlib ResNet (face_recognition)**: dlib is not installed" in text
+    assert other_table in text and "# an old run" not in text, "the rest is rewritten, other benchmarks' tables kept"
     for png in ("lfw-det.png", "celeba-det.png", "speed.png"):
         assert f"](benchmarks/{png})" in text
         data = (tmp_path / "benchmarks" / png).read_bytes()
