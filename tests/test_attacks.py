@@ -123,7 +123,8 @@ def test_stored_embedding_of_the_wrong_length(tmp_path):
 
 @pytest.mark.xfail(reason="issue 13: at the default false_accept_rate 1e-3 (chosen so residents get in, see "
                           "docs/security.md) the encoder cannot separate the closest look-alike of the fixtures (Jim Calhoun "
-                          "scores 0.55 with George W Bush, the 3-person threshold is 0.494); at 1e-4 (0.573) it holds", strict=True)
+                          "scores 0.41 with George W Bush in one comparison and 0.44 walking up, the 3-person threshold "
+                          "is 0.434); at 1e-4 (about 0.49) it holds", strict=True)
 def test_lookalikes(tmp_path):
     assert_held("5", tmp_path)
 
