@@ -29,7 +29,7 @@ from kiosk.gpio import PIN_FACTORIES, GpioSettings
 class RecognitionConfig:
     model_dir: str = ""  # empty: the model shipped with face-kiosk
     runtime: str = "auto"  # TFLite runtime: "auto" (ai-edge-litert, else tflite-runtime), "ai-edge-litert" or "tflite-runtime"
-    false_accept_rate: float = 1e-3  # strangers let in per attempt (1e-7 .. 1e-2); sets the automatic threshold
+    false_accept_rate: float = 1e-4  # strangers let in per attempt (1e-7 .. 1e-2); sets the automatic threshold
     threshold: float = 0.0  # 0: automatic (from false_accept_rate and the people enrolled); else a manual cosine in (0, 1)
     allow_threshold_below_model: bool = False  # a manual threshold below the automatic one is refused unless this is true
     margin: float = 0.05  # the best person must lead the second best by this much

@@ -10,8 +10,9 @@ what the door did and logged.
 Attacks that succeed against the door as it is today are marked
 ``xfail(strict=True)`` with what is missing: when a fix lands, the test
 XPASSes, which fails the run until the mark is removed. Every attack of
-issue 11's table holds since the fixes of that issue landed; the marks left
-are holes found beyond it.
+issue 11's table holds since the fixes of that issue landed, and on these
+fixtures every later one too (none is marked); the full run on the shared data
+is in docs/security.md.
 
 Material (tests/fixtures, see the READMEs there): NUAA subject 0006 is the
 resident (enrolled from three live frames of one session, walking up with
@@ -121,24 +122,22 @@ def test_stored_embedding_of_the_wrong_length(tmp_path):
 # 6. False accepts per door (recognition alone, liveness off) ------------------------------------------------
 
 
-@pytest.mark.xfail(reason="issue 13: at the default false_accept_rate 1e-3 (chosen so residents get in, see "
-                          "docs/security.md) the encoder cannot separate the closest look-alike of the fixtures (Jim Calhoun "
-                          "scores 0.41 with George W Bush in one comparison and 0.44 walking up, the 3-person threshold "
-                          "is 0.434); at 1e-4 (about 0.49) it holds", strict=True)
 def test_lookalikes(tmp_path):
+    """At the default false_accept_rate (1e-4) the fixtures' closest look-alikes stay outside."""
     assert_held("5", tmp_path)
 
 
-def test_lookalikes_at_a_stricter_setting(tmp_path, monkeypatch):
-    """With false_accept_rate 1e-4 the same closest look-alikes stay outside."""
+def test_lookalikes_at_a_looser_setting(tmp_path, monkeypatch):
+    """At 1e-3 (the default until session 8, where the old encoder let Jim Calhoun in as George W Bush) they stay
+    outside too."""
     from kiosk import config
 
-    class Stricter(config.Config):
+    class Looser(config.Config):
         def __init__(self):
             super().__init__()
-            self.recognition.false_accept_rate = 1e-4
+            self.recognition.false_accept_rate = 1e-3
 
-    monkeypatch.setattr(attacks, "Config", Stricter)
+    monkeypatch.setattr(attacks, "Config", Looser)
     assert_held("5", tmp_path)
 
 

@@ -91,7 +91,7 @@ def test_binary_and_enormous_config_files_are_clear_errors(tmp_path):
 
 
 def test_recognition_settings_for_the_false_accept_rate(tmp_path):
-    assert (Config().recognition.false_accept_rate, Config().recognition.threshold) == (1e-3, 0.0)
+    assert (Config().recognition.false_accept_rate, Config().recognition.threshold) == (1e-4, 0.0)
     assert Config().recognition.allow_threshold_below_model is False
     config = load_config(write(tmp_path, "[recognition]\nfalse_accept_rate = 1e-6\nthreshold = 0.6\n"
                                          "allow_threshold_below_model = true\n"))

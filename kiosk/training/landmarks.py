@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="train.npz and test.npz (prepared from --data when missing: about 20 minutes)")
     parser.add_argument("--train-images", type=int, default=16000, help="training images drawn for the cache")
     parser.add_argument("--out", type=Path, default=Path("runs/landmarks"))
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=36, help="training epochs (default %(default)s: the shipped model; 12 gave a median error of 8.6%% against 7.2%%)")
     parser.add_argument("--model", type=Path, help="evaluate this trained landmarks.keras instead of training")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"),
                         help="the shared data (lfw/, celeba_aligned/, celeba/)")
