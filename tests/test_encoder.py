@@ -69,10 +69,11 @@ def test_every_installed_runtime_gives_the_same_embeddings_and_decisions():
     (reference_name, reference), *others = embeddings.items()
     threshold = pipeline.encoder.threshold
     for name, vectors in others:
-        assert np.all(np.sum(reference * vectors, axis=1) > 0.99), f"{name} and {reference_name} embed a face differently"
         scores, reference_scores = vectors @ vectors.T, reference @ reference.T
         # SFace's PReLUs run as an add and a 1x1 depthwise convolution each (split_prelu): more rounding steps, so
-        # pair scores differ by up to 0.037 between the runtimes on these faces (0.02 for the ReLU students).
+        # the runtimes' embeddings of these faces agree to cosine 0.988 or better (0.99 for the ReLU students) and
+        # pair scores differ by up to 0.04 (0.02).
+        assert np.all(np.sum(reference * vectors, axis=1) > 0.98), f"{name} and {reference_name} embed a face differently"
         assert np.abs(scores - reference_scores).max() < 0.05, f"{name} and {reference_name} score pairs differently"
         assert np.array_equal(scores > threshold, reference_scores > threshold), f"{name} and {reference_name} decide differently"
 
