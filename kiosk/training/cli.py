@@ -91,14 +91,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     from kiosk.face import ENCODER_SIZE
     from kiosk.landmarks import LANDMARK_FILE, LANDMARK_METADATA, LandmarkInfo
     from kiosk.training.export import check_export, export_int8
-    from kiosk.training.model import build_encoder, fold_head, load_sface_weights, split_prelu
+    from kiosk.training.model import fold_head, sface_encoder, split_prelu
     from kiosk.training.prepare import Cache, center_crops
-    from kiosk.training.teacher import SFACE_FILE, model_path
     from kiosk.training.train import distillation_loss
 
-    if str(args.model) == SFACE_AS_PUBLISHED:
-        trained = build_encoder(activation="prelu")
-        load_sface_weights(trained, model_path(SFACE_FILE))
+    published = str(args.model) == SFACE_AS_PUBLISHED
+    if published:
+        trained = sface_encoder()
     else:
         trained = keras.models.load_model(args.model, custom_objects={"distillation_loss": distillation_loss}, compile=False)
     model = split_prelu(fold_head(trained))
@@ -146,7 +145,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     }
     runs = training_runs(Path(args.model))
     objective = "distillation: 1 - cosine(student(augmented door-aligned face), teacher(YuNet-aligned face))"
-    if str(args.model) == SFACE_AS_PUBLISHED:
+    if published:
         objective = ("none: SFace's published weights as they are, fed the face aligned by the door's landmark stage "
                      "(its PReLUs written as XNNPACK ops for int8, slopes above 1 clipped; kiosk.training.model.split_prelu)")
     elif len(runs) > 1:

