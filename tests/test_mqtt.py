@@ -138,7 +138,7 @@ def test_discovery_announces_one_device_with_its_entities(running, broker, home_
         late = home_assistant()  # a Home Assistant that starts later still finds the device: the configs are retained
         assert late.wait(lambda: {t for t, _, retain in late.messages if retain and t.endswith("/config")} == set(configs))
         assert ha.wait(lambda: ha.last("kiosk/face_kiosk/lock") == b"LOCKED")
-        assert ha.last("kiosk/face_kiosk/lockout") == b"OFF"
+        assert ha.wait(lambda: ha.last("kiosk/face_kiosk/lockout") == b"OFF")  # published after the lock state
         count = len(configs)
         ha.publish("homeassistant/status", "online")  # Home Assistant restarted
         assert ha.wait(lambda: sum(t.endswith("/config") for t, _, _ in ha.messages) >= 2 * count)
