@@ -22,6 +22,7 @@ from kiosk.training.calibrate import (
     fit_gallery_mapping,
     impostor_curve,
     tail_check,
+    tail_widening,
     wild_celeba_halves,
     write_cohort_section,
 )
@@ -192,6 +193,23 @@ def test_a_curve_fitted_on_impostor_scores_is_valid_metadata_and_predicts_held_o
     assert comparison_far(info, float(np.quantile(scores, 0.99))) == pytest.approx(0.01, rel=0.05)
     for check in tail_check(faces, (1e-3, 1e-4)):
         assert check["pairs"] > 5e5 and 0.3 < check["observed"] / check["predicted"] < 3
+
+
+def test_the_tail_is_widened_until_held_out_identities_are_predicted_safely():
+    """A tail heavier than exponential (a few identities that resemble many): the fit under-predicts, the widening fixes it."""
+    rng = np.random.default_rng(1)
+    people = np.repeat(np.arange(500), 3)
+    centres = rng.normal(size=(500, 24))
+    centres[:40] = centres[:40] * 0.35 + rng.normal(size=24)  # 40 people near one point: the far tail is theirs
+    embeddings = centres[people] + rng.normal(scale=0.9, size=(1500, 24))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    faces = FaceSet([f"{p}.jpg" for p in range(1500)], np.array([f"person{p}" for p in people]), embeddings.astype(np.float32))
+    rates = (3e-5, 1e-5, 3e-6)
+    plain = tail_check(faces, rates)
+    widening = tail_widening(faces, rates)
+    assert any(c["observed"] > c["predicted"] for c in plain if c["pairs_above"] >= 5) == (widening > 1)
+    assert 1 <= widening < 2
+    assert all(c["observed"] <= c["predicted"] for c in tail_check(faces, rates, widening) if c["pairs_above"] >= 5)
 
 
 def test_the_wild_celeba_split_is_fixed_disjoint_and_even():

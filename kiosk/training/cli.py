@@ -242,7 +242,8 @@ def cmd_calibrate_openset(args: argparse.Namespace) -> None:
     info = ModelInfo.load(path)  # the range checks the door applies
     print(f"open-set curve from {section['impostor_pairs']:,} impostor pairs of {section['identities']} identities "
           f"({section['usable_faces']} usable faces of {section['images']} images) written to {path}")
-    print("tail check on held-out identities (predicted -> observed per comparison):")
+    print(f"tail widened {section['tail_widening']:g}x so that held-out identities are not let in more often than "
+          "predicted; tail check on held-out identities (predicted -> observed per comparison):")
     for check in section["tail_check"]:
         print(f"  {check['predicted']:.0e} -> {check['observed']:.1e} ({check['pairs_above']} of {check['pairs']:,} pairs)")
     print("door thresholds:")
