@@ -83,13 +83,18 @@ class Row:
 
 
 def enrol(faces: FaceSet, rng: np.random.Generator, people: int, agree: float) -> dict[str, np.ndarray] | None:
-    """Rows of ``faces`` enrolled for ``people`` random people, 3 agreeing photos each; None if too few people qualify."""
-    usable = faces.found
+    """Rows of ``faces`` enrolled for ``people`` random people, 3 agreeing photos each; None if too few people qualify.
+
+    Only photos that enrolment takes (strong enough, :attr:`FaceSet.enrollable`) become templates; a person needs
+    one more usable photo to make an attempt.
+    """
+    usable, enrollable = faces.found, faces.enrollable
     candidates = [name for name in np.unique(faces.identities)
-                  if np.count_nonzero(usable & (faces.identities == name)) > TEMPLATES_PER_PERSON]
+                  if np.count_nonzero(usable & (faces.identities == name)) > TEMPLATES_PER_PERSON
+                  and np.count_nonzero(enrollable & (faces.identities == name)) >= TEMPLATES_PER_PERSON]
     enrolled: dict[str, np.ndarray] = {}
     for name in rng.permutation(candidates):
-        rows = np.flatnonzero(usable & (faces.identities == name))
+        rows = np.flatnonzero(enrollable & (faces.identities == name))
         for _ in range(20):
             chosen = rng.choice(rows, TEMPLATES_PER_PERSON, replace=False)
             similarity = faces.embeddings[chosen] @ faces.embeddings[chosen].T

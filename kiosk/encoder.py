@@ -147,6 +147,7 @@ class ModelInfo:
     target_far: float
     sha256: str
     min_strength: float = 0.0
+    min_enrol_strength: float = 0.0
     alignment: str = "haar-crop"
     impostor_curve: tuple[tuple[float, float], ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
@@ -163,6 +164,8 @@ class ModelInfo:
                 target_far=number_field(data, "threshold.target_far", lambda v: 0 < v < 1, "a rate in (0, 1)"),
                 sha256=text_field(data, "tflite_sha256"),
                 min_strength=number_field(data, "quality.min_strength", lambda v: v >= 0, "a length >= 0", default=0.0),
+                min_enrol_strength=number_field(data, "quality.min_enrol_strength", lambda v: v >= 0, "a length >= 0",
+                                                default=0.0),
                 alignment=_choice(data, "input.alignment", ALIGNMENTS, default="haar-crop"),
                 impostor_curve=_impostor_curve(data),
                 extra=data,
@@ -306,3 +309,12 @@ class Encoder:
     def min_strength(self) -> float:
         """Raw embedding length below which a face is not usable (0: no gate)."""
         return self.info.min_strength
+
+    @property
+    def min_enrol_strength(self) -> float:
+        """Raw embedding length an enrolment photo or frame needs (never below :attr:`min_strength`).
+
+        A template is compared with every stranger who ever walks up: a weak face (small, blurred,
+        dark, turned away) lies nearer the encoder's mean and resembles many of them.
+        """
+        return max(self.info.min_strength, self.info.min_enrol_strength)

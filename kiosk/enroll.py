@@ -57,6 +57,8 @@ def frame_quality(faces: int, embedded: FaceEmbedding | None, settings: Enrollme
         return "no face"
     if not embedded.usable:
         return "face not clear enough"
+    if not embedded.enrollable:
+        return "face not clear enough to enrol (come closer, face the camera, more light)"
     if faces > 1:
         return "more than one face"
     if embedded.face.w < settings.min_face_pixels:
@@ -93,10 +95,15 @@ def enroll_from_images(name: str, paths: Iterable[Path], pipeline: FacePipeline,
         if not embedded.usable:
             notes.append(f"skipped: the face in {path} is not clear enough (blurred, dark or not a face)")
             continue
+        if not embedded.enrollable:
+            notes.append(f"skipped: the face in {path} is too weak to enrol (small, blurred, dark or turned away; "
+                         "such a photo resembles many strangers): use a sharp, frontal photo")
+            continue
         vectors.append(embedded.embedding)
         used.append(Path(path))
     if not vectors:
-        raise EnrollmentError(f"no usable face in the given images; {name!r} was not enrolled")
+        raise EnrollmentError(f"no usable face in the given images; {name!r} was not enrolled"
+                              + (f" ({'; '.join(notes)})" if notes else ""))
     stacked = np.stack(vectors)
     check_photos_agree(stacked, used, threshold, name)
     if not force:

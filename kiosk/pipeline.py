@@ -19,7 +19,8 @@ class FaceEmbedding:
 
     ``usable`` is False when the raw embedding is too short to trust (see
     :meth:`kiosk.encoder.Encoder.embed_with_strength`): such a face counts as
-    not acquired, it is never matched or enrolled.
+    not acquired, it is never matched or enrolled. ``enrollable``: strong
+    enough to become a template (:attr:`kiosk.encoder.Encoder.min_enrol_strength`).
     """
 
     face: Face
@@ -27,6 +28,7 @@ class FaceEmbedding:
     embedding: np.ndarray
     strength: float = 0.0
     usable: bool = True
+    enrollable: bool = True
 
 
 class FacePipeline:
@@ -57,7 +59,8 @@ class FacePipeline:
         """Embed one already-detected face of ``image``."""
         crop = self.encoder_input(image, face)
         embedding, strength = self.encoder.embed_with_strength(crop)
-        return FaceEmbedding(face, crop, embedding, strength, strength >= self.encoder.min_strength)
+        return FaceEmbedding(face, crop, embedding, strength, strength >= self.encoder.min_strength,
+                             strength >= self.encoder.min_enrol_strength)
 
     def embed_largest(self, image: np.ndarray) -> FaceEmbedding | None:
         """Embed the largest face in a BGR image; None when no usable face is found."""

@@ -19,6 +19,7 @@ from kiosk.enroll import (
 )
 from kiosk.errors import EnrollmentError
 from kiosk.gallery import Gallery
+from kiosk.images import read_image
 from kiosk.liveness import NoLivenessCheck, make_liveness
 from kiosk.pipeline import FacePipeline
 from tests.conftest import FACES, FIXTURES, MODELS
@@ -124,3 +125,24 @@ def test_the_button_alone_cannot_enrol_into_a_gallery_without_an_admin(pipeline,
     camera = PlaylistCamera(BUSH * 2, on_frame=lambda: clock.advance(1 / FPS))
     person = capture_from_camera(session, camera.read, pipeline, NoLivenessCheck(), clock)
     assert person.role == "user", "the button never makes an admin"
+
+
+def test_a_face_too_weak_to_be_a_template_is_never_enrolled(pipeline, gallery, monkeypatch):
+    """A weak template resembles many strangers: enrolment needs more than an attempt's quality gate."""
+    from dataclasses import replace
+
+    from kiosk.enroll import frame_quality
+
+    info = pipeline.encoder.info
+    assert info.min_strength < pipeline.encoder.min_enrol_strength  # the shipped model sets a stricter enrolment bar
+    strengths = [pipeline.embed_largest(read_image(path)).strength for path in POWELL[:2]]
+    monkeypatch.setattr(pipeline.encoder, "info", replace(info, min_enrol_strength=max(strengths) + 0.01))
+    weak = pipeline.embed_largest(read_image(POWELL[0]))
+    assert weak.usable and not weak.enrollable  # still recognised at the door, never a template
+    with pytest.raises(EnrollmentError, match="too weak to enrol") as error:
+        enroll_from_images("powell", POWELL[:2], pipeline, gallery)
+    assert POWELL[0].name in str(error.value) and gallery.people() == []
+    assert "not clear enough to enrol" in frame_quality(1, weak, Config().enrollment)
+    monkeypatch.setattr(pipeline.encoder, "info", replace(info, min_enrol_strength=min(strengths) - 0.01))
+    person, notes = enroll_from_images("powell", POWELL[:2], pipeline, gallery)
+    assert person.embeddings == 2 and not any("skipped" in note for note in notes)

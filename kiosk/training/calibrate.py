@@ -125,14 +125,24 @@ class FaceSet:
     paths: list[str]
     identities: np.ndarray
     embeddings: np.ndarray
+    strengths: np.ndarray | None = None  # raw embedding lengths (0 where no face); None: not recorded
+    min_enrol_strength: float = 0.0
 
     @property
     def found(self) -> np.ndarray:
         """Which images gave a usable face."""
         return np.isfinite(self.embeddings[:, 0])
 
+    @property
+    def enrollable(self) -> np.ndarray:
+        """Which images' faces enrolment would take (:attr:`kiosk.encoder.Encoder.min_enrol_strength`)."""
+        if self.strengths is None:
+            return self.found
+        return self.found & (self.strengths >= self.min_enrol_strength)
+
     def select(self, rows: np.ndarray) -> FaceSet:
-        return FaceSet([self.paths[i] for i in np.flatnonzero(rows)], self.identities[rows], self.embeddings[rows])
+        return FaceSet([self.paths[i] for i in np.flatnonzero(rows)], self.identities[rows], self.embeddings[rows],
+                       None if self.strengths is None else self.strengths[rows], self.min_enrol_strength)
 
 
 def embed_through_door(model_dir: Path, images: list[tuple[Path, str]], cache_file: Path | None = None,
@@ -147,23 +157,27 @@ def embed_through_door(model_dir: Path, images: list[tuple[Path, str]], cache_fi
     paths = [str(path) for path, _ in images]
     info = pipeline.encoder.info
     key = hashlib.sha256("\n".join([info.sha256, repr(info.min_strength), repr(config.detector), *paths]).encode()).hexdigest()
+    enrol_bar = pipeline.encoder.min_enrol_strength
     if cache_file is not None and cache_file.exists():
         cached = np.load(cache_file)
-        if str(cached["key"]) == key:
-            return FaceSet(paths, cached["identities"], cached["embeddings"])
+        if str(cached["key"]) == key and "strengths" in cached.files:
+            return FaceSet(paths, cached["identities"], cached["embeddings"], cached["strengths"], enrol_bar)
     embeddings = np.full((len(images), pipeline.encoder.info.embedding_size), np.nan, np.float32)
+    strengths = np.zeros(len(images), np.float32)
     for row, (path, _) in enumerate(tqdm(images, desc=desc, unit="img")):
         try:
-            result = pipeline.embed_largest(read_image(path))
+            image = read_image(path)
         except ImageError:
             continue
-        if result is not None:
-            embeddings[row] = result.embedding
+        face = pipeline.finder.largest(image)
+        result = pipeline.embed_face(image, face) if face is not None else None
+        if result is not None and result.usable:
+            embeddings[row], strengths[row] = result.embedding, result.strength
     identities = np.array([identity for _, identity in images])
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(cache_file, key=key, identities=identities, embeddings=embeddings)
-    return FaceSet(paths, identities, embeddings)
+        np.savez(cache_file, key=key, identities=identities, embeddings=embeddings, strengths=strengths)
+    return FaceSet(paths, identities, embeddings, strengths, enrol_bar)
 
 
 TAIL_FROM = 1e-4

@@ -176,6 +176,14 @@ def training_runs(model: Path) -> list[dict]:
     return (training_runs(Path(start)) if start else []) + [run]
 
 
+ENROL_STRENGTH_FRACTION = 0.6
+"""An enrolment photo or frame needs a raw embedding at least this fraction of the median calibration face.
+
+A template is compared with every stranger who walks up, so a weak one costs far more than a weak attempt: in
+``python -m bench.openset`` (shipped SFace encoder, 2026-12-01) the three LFW photos of one person at 0.58-0.72 x the
+median let in 86 of the 271 strangers accepted in all rows. 0.6 refuses 0.4% of the calibration photos (0.65: 0.7%,
+0.8: 3.8%), a cost a person enrolling rarely meets (a sharper photo passes).
+"""
 STRENGTH_FRACTION = 0.48
 """A face whose raw embedding is shorter than this fraction of the median calibration face is not usable.
 
@@ -208,7 +216,8 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         vectors.append(result.embedding if result else np.zeros(pipeline.encoder.info.embedding_size, np.float32))
         strengths.append(result.strength if result else 0.0)
     embeddings, strengths = np.stack(vectors), np.array(strengths)
-    min_strength = round(STRENGTH_FRACTION * float(np.median(strengths[strengths > 0])), 3)
+    median = float(np.median(strengths[strengths > 0]))
+    min_strength = round(STRENGTH_FRACTION * median, 3)
     embeddings[strengths < min_strength] = 0  # not usable: a failed comparison
     calibration = calibrate_threshold(embeddings, held.labels, args.target_far)
     metadata = json.loads((args.models / METADATA_FILE).read_text())
@@ -217,6 +226,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         "rule": f"{STRENGTH_FRACTION} x the median raw embedding length of the calibration faces; shorter embeddings "
                 "(false detections, blur, extreme light) are treated as no face found",
         "calibration_faces_below": float(np.mean((strengths > 0) & (strengths < min_strength))),
+        "min_enrol_strength": round(ENROL_STRENGTH_FRACTION * median, 3),
+        "enrol_rule": f"{ENROL_STRENGTH_FRACTION} x that median: a weaker face is never enrolled (it would resemble many "
+                      "strangers)",
     }
     metadata["threshold"] = calibration.as_dict() | {"calibrated_on": "held-aside LFW (non-test) and CelebA-aligned identities"}
     (args.models / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
