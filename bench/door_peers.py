@@ -6,12 +6,13 @@ pipeline is calibrated the way face-kiosk's door is and none on the evaluation i
 
   calibration   each pipeline embeds the open-set calibration identities with its own detector
                 (``open_set_images(data, "calibrate")``); its impostor curve F(t) comes from its
-                own impostor pairs (``impostor_curve``, the function that made face-kiosk's shipped
-                curve); the threshold for a target per attempt is ``kiosk.openset.door_threshold``
+                own impostor pairs, its tail widened by its own ``tail_widening`` (the functions
+                that made face-kiosk's shipped curve); the threshold for a target per attempt is ``kiosk.openset.door_threshold``
                 with the union bound, 1 - (1 - F(t))^M = target with M = 3N templates
   galleries     the evaluation identities (``open_set_images(data, "evaluate")``), 20 random
                 galleries per size (fixed seed), the same people and photos for every pipeline:
-                3 photos with a usable face in every pipeline that agree in every pipeline
+                3 photos that every pipeline would enrol (face-kiosk: strong enough for its
+                enrolment gate) and that agree in every pipeline
   attempts      genuine: every other photo of an enrolled person (a photo without a usable face
                 counts as not let in); stranger: every photo, with a usable face, of anyone not
                 enrolled; the door's rule (``bench.openset.door_decisions``): the best person by
@@ -20,7 +21,8 @@ pipeline is calibrated the way face-kiosk's door is and none on the evaluation i
 face-kiosk also gets its shipped cohort's per-template thresholds on top of the same threshold,
 and the door as it ships (empirical M_eff + cohort). The "oracle" rows are measured on the
 evaluation galleries themselves (the lowest threshold at which at most 1e-3 of the stranger
-attempts got in): they compare the encoders, no door can set its threshold that way.
+attempts got in), with and without the margin rule (a cosine margin weighs differently on each
+encoder's scale): they compare the encoders, no door can set its threshold that way.
 
   python -m bench.door_peers                          # rewrites the door-peers block of docs/benchmarks.md
   python -m bench.door_peers --quick                  # a few hundred photos, 2 draws of 1 and 5 people, prints only
@@ -50,7 +52,15 @@ from kiosk.encoder import DEFAULT_MODEL_DIR, METADATA_FILE, ModelInfo
 from kiosk.errors import ImageError
 from kiosk.images import read_image
 from kiosk.openset import Cohort, comparison_threshold, door_threshold
-from kiosk.training.calibrate import TAIL_FROM, FaceSet, embed_through_door, impostor_curve, impostor_scores, open_set_images
+from kiosk.training.calibrate import (
+    TAIL_FROM,
+    FaceSet,
+    embed_through_door,
+    impostor_curve,
+    impostor_scores,
+    open_set_images,
+    tail_widening,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS_MD = ROOT / "docs" / "benchmarks.md"
@@ -80,6 +90,7 @@ class Pipeline:
     curve: ModelInfo  # its curve and per-comparison threshold, as face-kiosk's door reads a model's
     calibration: FaceSet
     impostor_pairs: int
+    widening: float  # the stretch of its curve's extrapolated tail (tail_widening)
 
 
 @dataclass(frozen=True)
@@ -137,13 +148,13 @@ def embed(pipeline: str, models: Path, images: list[tuple[Path, str]], cache_fil
     return FaceSet(paths, identities, embeddings)
 
 
-def curve_info(scores: np.ndarray, embedding_size: int, tail_from: float = TAIL_FROM) -> ModelInfo:
+def curve_info(scores: np.ndarray, embedding_size: int, tail_from: float = TAIL_FROM, widening: float = 1.0) -> ModelInfo:
     """The impostor curve of ``scores`` (per-comparison impostor cosines) as model metadata for ``kiosk.openset``.
 
     Its per-comparison threshold (the door threshold's floor, the enrolment agreement cosine) is
     the curve's cosine at ``AGREE_RATE``, as face-kiosk's is calibrated at that rate.
     """
-    curve = tuple((cosine, far) for cosine, far in impostor_curve(scores, tail_from=tail_from))
+    curve = tuple((cosine, far) for cosine, far in impostor_curve(scores, tail_from=tail_from, widening=widening))
     info = ModelInfo(input_size=1, embedding_size=embedding_size, threshold=0.5, target_far=AGREE_RATE, sha256="",
                      impostor_curve=curve)
     return ModelInfo(input_size=1, embedding_size=embedding_size, threshold=comparison_threshold(info, AGREE_RATE),
@@ -168,13 +179,14 @@ def draw_galleries(faces: list[FaceSet], agree: list[float], people: int, draws:
     """``draws`` galleries of ``people`` people with 3 photos each, one set of galleries for every pipeline.
 
     ``faces``: each pipeline's embeddings of the same photos, row for row. A person qualifies with 4
-    or more photos (at least one left to try); the 3 enrolled photos have a usable face in every
-    pipeline and agree in every pipeline (each at its own ``agree`` cosine), up to 20 tries a person.
+    or more photos (at least one left to try); the 3 enrolled photos are ones every pipeline would
+    enrol (``FaceSet.enrollable``: a usable face, for face-kiosk one its enrolment gate takes) and
+    agree in every pipeline (each at its own ``agree`` cosine), up to 20 tries a person.
     """
     identities = faces[0].identities
     if any(other.paths != faces[0].paths for other in faces[1:]):
         raise ValueError("every pipeline must embed the same photos in the same order")
-    usable = np.logical_and.reduce([pipeline.found for pipeline in faces])
+    usable = np.logical_and.reduce([pipeline.enrollable for pipeline in faces])
     names, counts = np.unique(identities, return_counts=True)
     candidates = names[counts > TEMPLATES_PER_PERSON]
     rng = np.random.default_rng([seed, people])
@@ -192,7 +204,7 @@ def draw_galleries(faces: list[FaceSet], agree: list[float], people: int, draws:
                 break
         if len(gallery) < people:
             raise SystemExit(f"bench.door_peers: fewer than {people} people have {TEMPLATES_PER_PERSON} agreeing photos "
-                             f"with a usable face in every pipeline and one more photo; use smaller gallery sizes")
+                             f"that every pipeline would enrol and one more photo; use smaller gallery sizes")
         galleries.append(gallery)
     return galleries
 
@@ -260,9 +272,11 @@ def evaluate(pipelines: list[Pipeline], galleries: dict[int, list[dict[str, np.n
                     counts = measure(pipeline.evaluation, drawn, value, per_template, margin)
                     rows.append(Row(people, target, pipeline.name, setting, value, *counts))
         for pipeline in pipelines:
-            value = oracle_threshold(pipeline.evaluation, drawn, margin)
-            counts = measure(pipeline.evaluation, drawn, value, None, margin)
-            rows.append(Row(people, None, pipeline.name, f"oracle: at most {ORACLE_RATE:g} measured", value, *counts))
+            for rule_margin, label in ((margin, f"margin {margin:g}"), (0.0, "no margin rule")):
+                value = oracle_threshold(pipeline.evaluation, drawn, rule_margin)
+                counts = measure(pipeline.evaluation, drawn, value, None, rule_margin)
+                rows.append(Row(people, None, pipeline.name, f"oracle: at most {ORACLE_RATE:g} measured, {label}", value,
+                                *counts))
     return rows
 
 
@@ -281,46 +295,53 @@ def table(rows: list[Row]) -> str:
 def notes(pipelines: list[Pipeline], skipped: dict[str, str], draws: int, margin: float, seconds: float,
           args: argparse.Namespace) -> str:
     """What was measured, on which photos, how each row's threshold was made, when and where."""
-    shipped_curve = ModelInfo.load(args.models / METADATA_FILE).impostor_curve
+    shipped = ModelInfo.load(args.models / METADATA_FILE)
     own = next((p.curve.impostor_curve for p in pipelines if p.name == "face-kiosk"), None)
-    kiosk_curve = "" if own is None else (" face-kiosk's own curve is the one it ships." if own == shipped_curve else
-                                          " face-kiosk's own curve here differs from the one it ships.")
-    evaluation = pipelines[0].evaluation
-    calibration = pipelines[0].calibration
+    kiosk_curve = "" if own is None else (" face-kiosk's own curve is the one it ships." if own == shipped.impostor_curve
+                                          else " face-kiosk's own curve here differs from the one it ships.")
+    evaluation, calibration = pipelines[0].evaluation, pipelines[0].calibration
+    names, photos = np.unique(evaluation.identities, return_counts=True)
+    most = np.argsort(-photos)[:2]
     per_pipeline = "; ".join(
         f"{LABELS[p.name]}: {100 * np.mean(p.evaluation.found):.1f}% of the evaluation and "
         f"{100 * np.mean(p.calibration.found):.1f}% of the calibration photos with a usable face, "
-        f"{p.impostor_pairs:,} calibration impostor pairs, per-comparison {AGREE_RATE:g} cosine {p.curve.threshold:.4f}"
-        for p in pipelines)
+        f"{p.impostor_pairs:,} calibration impostor pairs, tail widening {p.widening:g}, per-comparison "
+        f"{AGREE_RATE:g} cosine {p.curve.threshold:.4f}" for p in pipelines)
     skipped_text = "".join(f" Skipped: {LABELS[name]} ({why})." for name, why in skipped.items())
     info = machine()
     return (
         f"Measured {datetime.date.today()} on {cpu_model()} ({info['CPU'].rsplit(', ', 1)[-1]}), face-kiosk commit "
         f"{info['face-kiosk commit']}, by `python -m bench.door_peers{' --quick' if args.quick else ''}` in "
         f"{duration(seconds)} (embeddings cached in cache/door_peers/ count only when they were made). "
-        f"Evaluation: {len(evaluation.paths):,} photos of {len(np.unique(evaluation.identities)):,} people (the evaluation "
-        f"half of wild CelebA and the people of lfw_pairsDevTest.txt). Calibration: {len(calibration.paths):,} photos of "
+        f"Evaluation: {len(evaluation.paths):,} photos of {len(names):,} people (the evaluation half of wild CelebA and "
+        f"the people of lfw_pairsDevTest.txt). Calibration: {len(calibration.paths):,} photos of "
         f"{len(np.unique(calibration.identities)):,} other identities (held aside from face-kiosk's training, and the "
         f"calibration half of wild CelebA). Each pipeline runs from the raw photo with its own detector, one thread; "
         f"for face-kiosk a usable face has also passed its quality gate. {per_pipeline}.{skipped_text}\n\n"
         f"Threshold from: \"own curve, union bound\": the pipeline's impostor curve from its own calibration embeddings "
-        f"(`impostor_curve`, measured down to {extrapolated_below(args.quick):g} per comparison, an exponential tail in Fisher z below), and face-kiosk's "
-        f"rule `kiosk.openset.door_threshold` with the union bound: the t with 1 - (1 - F(t))^(3N) = the target, never "
-        f"below the per-comparison cosine above; the same for every pipeline.{kiosk_curve} \"+ shipped cohort\" (face-kiosk): the same t, each enrolled template's own threshold from the cohort "
-        f"shipped with the model (`Cohort.template_thresholds`, never below t). \"as shipped\" (face-kiosk): what the "
-        f"door does today, `recognition.false_accept_rate` with the shipped curve, the fitted M_eff and the cohort. "
-        f"\"oracle\": the lowest single threshold at which at most {ORACLE_RATE:g} of the stranger attempts on these "
-        f"galleries got in, so it is measured on the evaluation identities: it compares the encoders at one stranger "
-        f"rate, no door can set its threshold that way.\n\n"
+        f"(`impostor_curve`: measured down to {extrapolated_below(args.quick):g} per comparison, below it an exponential "
+        f"tail in Fisher z stretched by the pipeline's own `tail_widening`), and face-kiosk's rule "
+        f"`kiosk.openset.door_threshold` with the union bound: the t with 1 - (1 - F(t))^(3N) = the target, never below "
+        f"the per-comparison cosine above; the same for every pipeline.{kiosk_curve} \"+ shipped cohort\" (face-kiosk): "
+        f"the same t, each enrolled template's own threshold from the cohort shipped with the model "
+        f"(`Cohort.template_thresholds`, never below t). \"as shipped\" (face-kiosk): what the door does today, "
+        f"`recognition.false_accept_rate` with the shipped curve, the fitted M_eff and the cohort. \"oracle\": the "
+        f"lowest single threshold at which at most {ORACLE_RATE:g} of the stranger attempts on these galleries got in, "
+        f"so it is measured on the evaluation identities and compares the encoders at one stranger rate; no door can "
+        f"set its threshold that way.\n\n"
         f"Galleries: {draws} random draws per size (fixed seed), the same people and photos for every pipeline: 3 photos "
-        f"of a person with 4 or more, with a usable face in every pipeline, that agree in every pipeline (each photo's "
-        f"best match among the other two above that pipeline's per-comparison cosine, kiosk enroll's rule). Genuine "
-        f"attempt: every other photo of an enrolled person (no usable face: not let in). Stranger attempt: every photo "
+        f"of a person with 4 or more that every pipeline would enrol (a usable face; for face-kiosk also above its "
+        f"enrolment gate, `quality.min_enrol_strength` {shipped.min_enrol_strength:g}) and that agree in every pipeline "
+        f"(each photo's best match among the other two above that pipeline's per-comparison cosine, kiosk enroll's "
+        f"rule). Genuine attempt: every other photo of an enrolled person (no usable face: not let in); the share pools "
+        f"every attempt, so people with many photos weigh more ({names[most[0]]} has {photos[most[0]]}, "
+        f"{names[most[1]]} {photos[most[1]]}): the worst-person column shows the spread. Stranger attempt: every photo "
         f"with a usable face of anyone not enrolled, so each pipeline counts its own. The door's rule for every "
-        f"pipeline: the best person by raw cosine, a template above its threshold, and a lead of {margin} over the "
-        f"runner-up (one cosine margin for all; dlib's cosines are spread less, so the margin weighs more on it). "
-        f"0 let in: the 95% upper bound in brackets, counting every attempt independent (the draws reuse photos, so "
-        f"it is optimistic). These are news and celebrity photos: genuine acceptance at a door camera is higher."
+        f"pipeline: the best person by raw cosine, a template above its threshold, and a lead of {margin:g} over the "
+        f"runner-up. That margin is face-kiosk's, in cosine; dlib's cosines are crowded near 1, so the same margin "
+        f"refuses far more of its residents (compare its two oracle rows). 0 let in: the 95% upper bound in brackets, "
+        f"counting every attempt independent (the draws reuse photos, so it is optimistic). These are news and "
+        f"celebrity photos: genuine acceptance at a door camera is higher."
     )
 
 
@@ -344,8 +365,9 @@ def calibrated(name: str, args: argparse.Namespace) -> Pipeline:
         images[role] = embed(name, args.models, listed, args.cache / f"{name}-{role}{suffix}.npz",
                              "calibration photos" if role == "calibrate" else "evaluation photos")
     scores = impostor_scores(images["calibrate"])
-    curve = curve_info(scores, images["calibrate"].embeddings.shape[1], extrapolated_below(args.quick))
-    return Pipeline(name, images["evaluate"], curve, images["calibrate"], int(scores.size))
+    widening = tail_widening(images["calibrate"])
+    curve = curve_info(scores, images["calibrate"].embeddings.shape[1], extrapolated_below(args.quick), widening)
+    return Pipeline(name, images["evaluate"], curve, images["calibrate"], int(scores.size), widening)
 
 
 def extrapolated_below(quick: bool) -> float:

@@ -37,22 +37,28 @@ def test_union_threshold_holds_the_target_on_a_synthetic_impostor_sample() -> No
     for people in (1, 5, 20):
         assert union_threshold(info, 1e-3, people) < union_threshold(info, 1e-3, people * 2)
         assert union_threshold(info, 1e-3, people) < union_threshold(info, 1e-4, people)
+    widened = curve_info(scores, embedding_size=16, widening=1.5)  # only the extrapolated tail (below 1e-4) moves
+    assert union_threshold(widened, 1e-3, 1) == union_threshold(info, 1e-3, 1)
+    assert union_threshold(widened, 1e-4, 20) > union_threshold(info, 1e-4, 20)
 
 
-def test_galleries_are_one_set_for_every_pipeline_with_usable_agreeing_photos() -> None:
+def test_galleries_are_one_set_for_every_pipeline_with_photos_every_pipeline_would_enrol() -> None:
     identities, first = people_photos(people=8, photos=5)
     second = first[:, ::-1].copy()
     second[[0, 6, 12]] = np.nan  # the second pipeline finds no face in three photos
     identities[35:40] = ["short"] * 5
     identities[38:40] = ["two", "two"]  # 3 photos of "short": nobody left to try, never enrolled
-    pipelines = [face_set(identities, first), face_set(identities, second)]
+    strengths = np.full(len(identities), 9.0)
+    strengths[[1, 7, 13]] = 6.0  # usable for an attempt, too weak for the first pipeline's enrolment gate
+    pipelines = [FaceSet(face_set(identities, first).paths, np.array(identities), first.astype(np.float32), strengths, 7.0),
+                 face_set(identities, second)]
     galleries = draw_galleries(pipelines, [0.5, 0.5], people=4, draws=5, seed=3)
     assert [list(map(list, g.values())) for g in galleries] == \
         [list(map(list, g.values())) for g in draw_galleries(pipelines, [0.5, 0.5], people=4, draws=5, seed=3)]
     for gallery in galleries:
         assert len(gallery) == 4 and "short" not in gallery and "two" not in gallery
         for rows in gallery.values():
-            assert len(rows) == 3 and all(pipeline.found[rows].all() for pipeline in pipelines)
+            assert len(rows) == 3 and all(pipeline.enrollable[rows].all() for pipeline in pipelines)
             assert all((pipeline.embeddings[rows] @ pipeline.embeddings[rows].T).min() > 0.5 for pipeline in pipelines)
     with pytest.raises(SystemExit):
         draw_galleries(pipelines, [0.5, 0.5], people=8, draws=1)
