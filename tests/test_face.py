@@ -225,3 +225,23 @@ def test_a_context_aligned_crop_holds_the_aligned_crop_at_its_centre():
     assert np.abs(centre - plain).mean() < 6  # the same face, resampled once more
     with pytest.raises(ValueError, match="alignment"):
         aligned_crop(image, np.zeros((5, 2)))
+
+
+def test_the_door_tries_the_tilted_passes_on_every_nth_empty_frame_and_finds_a_tilted_head_within_n_frames():
+    from kiosk.face import FaceTracker
+
+    image = read_image(PHOTO)
+    tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((125, 125), -35, 1.0), (250, 250), borderMode=cv2.BORDER_REPLICATE)
+    finder = FaceFinder(DetectorSettings(rotations=(-35.0, 35.0), rotate_every=3))
+    assert finder.find(tilted, tilted=False) == [] and finder.find(tilted)  # only the tilted passes find it
+    seen = []
+    original = finder.find
+    finder.find = lambda frame, tilted=True: seen.append(tilted) or original(frame, tilted)
+    tracker = FaceTracker(finder)
+    blank = np.full((250, 250, 3), 128, np.uint8)
+    for _ in range(4):
+        assert tracker.find(blank) == []
+    assert seen == [True, False, False, True]  # the first empty frame of a run, then every 3rd
+    found = [bool(tracker.find(tilted)) for _ in range(3)]
+    assert found == [False, False, True]  # the head arrives mid-run: found within 3 frames
+    assert tracker.find(tilted) and seen[-1] is True  # a tilted face is re-found by the full scan, tilted passes on
