@@ -195,9 +195,9 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
             lines.append(f"| {condition} | {name} | {_percent(s['accuracy'])} | {_percent(s['fta'])} |")
     lines += ["", "### Detection rate of the front end on the same 1,000 LFW test images", "",
               "Plain Haar is one cascade pass on the equalised image; face-kiosk's default front end adds a CLAHE "
-              "pass, a self-quotient-image pass and a pass with a border added (for faces that fill the photo), "
-              "each tried only when the previous passes found nothing (rotated passes are off by default: "
-              "`detector.rotations`).", "",
+              "pass, a self-quotient-image pass, passes on the image turned by -20 and +20 degrees "
+              "(`detector.rotations`) and a pass with a border added (for faces that fill the photo), each tried "
+              "only when the previous passes found nothing.", "",
               "| condition | plain Haar | face-kiosk front end |", "|---|---|---|"]
     for condition, (plain, ours) in detection.items():
         lines.append(f"| {condition} | {_percent(plain)} | {_percent(ours)} |")
