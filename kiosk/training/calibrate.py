@@ -166,12 +166,10 @@ def embed_through_door(model_dir: Path, images: list[tuple[Path, str]], cache_fi
     strengths = np.zeros(len(images), np.float32)
     for row, (path, _) in enumerate(tqdm(images, desc=desc, unit="img")):
         try:
-            image = read_image(path)
+            result = pipeline.embed_largest(read_image(path))
         except ImageError:
             continue
-        face = pipeline.finder.largest(image)
-        result = pipeline.embed_face(image, face) if face is not None else None
-        if result is not None and result.usable:
+        if result is not None:
             embeddings[row], strengths[row] = result.embedding, result.strength
     identities = np.array([identity for _, identity in images])
     if cache_file is not None:
