@@ -39,7 +39,7 @@ from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
 from kiosk.match import Match, match
 from kiosk.openset import Cohort, DoorThreshold, door_threshold
-from kiosk.pipeline import FacePipeline
+from kiosk.pipeline import FacePipeline, without_refused
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,10 @@ class Door:
         embedded = None
         if faces:
             start = time.perf_counter()
-            embedded = self.pipeline.embed_face(frame, faces[0])
+            embedded = self.pipeline.embed_faces(frame, faces)
+            if embedded.face is not faces[0]:  # the larger boxes were no faces: the door follows the one that is
+                faces = without_refused(faces, embedded)
+                self.tracker.follow(embedded.face)
             timings["encode"] = _ms(start)
 
         start = time.perf_counter()

@@ -34,7 +34,7 @@ from kiosk.errors import EnrollmentError, GalleryError, ImageError
 from kiosk.face import AttemptBoundary
 from kiosk.gallery import Gallery, Person, Templates
 from kiosk.images import image_files, read_image
-from kiosk.pipeline import FaceEmbedding, FacePipeline
+from kiosk.pipeline import FaceEmbedding, FacePipeline, without_refused
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,9 @@ def enroll_from_images(name: str, paths: Iterable[Path], pipeline: FacePipeline,
         if not faces:
             notes.append(f"skipped: no face found in {path}")
             continue
+        embedded = pipeline.embed_faces(image, faces)
         if len(faces) > 1:
-            notes.append(f"note: {len(faces)} faces in {path}; used the largest")
-        embedded = pipeline.embed_face(image, faces[0])
+            notes.append(f"note: {len(faces)} faces in {path}; used the largest clear one")
         if not embedded.usable:
             notes.append(f"skipped: the face in {path} is not clear enough (blurred, dark or not a face)")
             continue
@@ -331,7 +331,8 @@ def capture_from_camera(session: ButtonEnrollment, read_frame, pipeline: FacePip
         frame = read_frame()
         now = clock()
         faces = pipeline.finder.find(frame)
-        embedded = pipeline.embed_face(frame, faces[0]) if faces else None
+        embedded = pipeline.embed_faces(frame, faces)
+        faces = without_refused(faces, embedded)
         usable = embedded is not None and embedded.usable
         new_attempt, restart = boundary.update(now, faces, embedded.embedding if usable else None, None)
         if new_attempt or restart:

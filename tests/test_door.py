@@ -430,3 +430,29 @@ def test_a_person_outside_their_schedule_is_refused_and_logged_then_let_in_insid
     wall["now"] = datetime.datetime(2026, 12, 1, 7, 30)
     reports = [door.process_frame() for _ in OWNER]
     assert any(r.relay_on for r in reports) and rig.gallery.events()[-1].kind == "granted"
+
+
+def test_a_larger_box_that_is_no_face_does_not_hide_the_owner(rig_factory, tmp_path):
+    """A Haar box on the wall, larger than the owner's face, is refused by the encoder: the door takes the
+    face behind it, follows that face, and does not count the box as a second person in view."""
+    import cv2
+
+    from kiosk.face import Face
+    from kiosk.images import read_image
+
+    frames = []
+    for path in OWNER:
+        frame = read_image(path)
+        frame[:200, :200] = 128  # a plain patch of wall
+        frames.append(tmp_path / path.name)
+        cv2.imwrite(str(frames[-1]), frame)
+    rig = rig_factory(frames)
+    rig.enrol_owner()
+    door = rig.start()
+    finder_find, full_scans = door.tracker.finder.find, []
+    decoy = Face(0, 0, 190, 190, 0.0, (95.0, 95.0), "haar")
+    door.tracker.finder.find = lambda frame, thorough=True: full_scans.append(1) or [decoy] + finder_find(frame, thorough)
+    reports = [door.process_frame() for _ in frames[:5]]
+    assert next(i for i, r in enumerate(reports) if r.relay_on) == 2, "the owner opens on the third frame, as without the box"
+    assert all(r.faces == 1 for r in reports)
+    assert len(full_scans) == 1, "after the first scan the tracker follows the owner's face, not the box"

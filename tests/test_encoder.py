@@ -120,3 +120,25 @@ def test_garbage_metadata_is_refused(model_copy):
     (model_copy / "encoder.json").write_text("{}")
     with pytest.raises(ModelError, match="lacks"):
         Encoder(model_copy)
+
+
+def test_a_larger_box_that_is_no_face_gives_way_to_the_face_behind_it():
+    """A Haar box on a pattern, larger than the real face, is refused by the strength gate: the next box is used."""
+    from kiosk.face import Face
+
+    pipeline = FacePipeline()
+    photo = read_image(FACES / "Colin_Powell" / "Colin_Powell_0001.jpg")
+    height, width = photo.shape[:2]
+    canvas = np.full((height, 2 * width, 3), 128, np.uint8)
+    canvas[:, width:] = photo
+    face = pipeline.finder.largest(photo)
+    real = Face(face.x + width, face.y, face.w, face.h, 0.0, (face.center[0] + width, face.center[1]), "haar")
+    decoy = Face(10, 10, 1.5 * face.w, 1.5 * face.h, 0.0, (10 + 0.75 * face.w, 10 + 0.75 * face.h), "haar")
+
+    assert not pipeline.embed_face(canvas, decoy).usable
+    chosen = pipeline.embed_faces(canvas, [decoy, real])
+    assert chosen.face is real and chosen.usable
+    assert chosen.embedding @ pipeline.embed_largest(photo).embedding > 0.99
+    only_decoy = pipeline.embed_faces(canvas, [decoy])
+    assert only_decoy.face is decoy and not only_decoy.usable  # nothing usable: the largest box's verdict
+    assert pipeline.embed_faces(canvas, []) is None

@@ -34,7 +34,7 @@ def test_rotated_face_is_found_by_a_rotated_pass_and_cropped_upright():
     image = read_image(PHOTO)
     upright = crop_face(image, FaceFinder().largest(image))
     tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((125, 125), -35, 1.0), (250, 250), borderMode=cv2.BORDER_REPLICATE)
-    plain = FaceFinder(DetectorSettings(rotations=())).largest(tilted)
+    plain = FaceFinder(DetectorSettings(rotations=(), use_turned=False)).largest(tilted)
     face = FaceFinder(DetectorSettings(rotations=(-35.0, 35.0))).largest(tilted)
     assert plain is None, "the plain cascade should miss a face tilted by 35 degrees"
     assert face is not None and face.angle == 35.0
@@ -156,7 +156,7 @@ def test_backlit_face_is_found_by_the_self_quotient_pass_at_the_right_place():
     photo = FACES / "Colin_Powell" / "Colin_Powell_0004.jpg"
     lit = FaceFinder().largest(read_image(photo))
     backlit = backlight(read_image(photo))
-    assert FaceFinder(DetectorSettings(use_quotient=False)).find(backlit) == []
+    assert FaceFinder(DetectorSettings(use_quotient=False, use_turned=False)).find(backlit) == []
     face = FaceFinder().largest(backlit)
     assert face is not None and face.pass_name == "haar+quotient"
     assert abs(face.center[0] - lit.center[0]) < 0.2 * lit.w and abs(face.center[1] - lit.center[1]) < 0.2 * lit.w
@@ -167,7 +167,7 @@ def test_a_face_that_fills_the_photo_is_found_by_the_border_pass_where_it_is():
     """ID photos and avatars: cropped to the face, Haar alone misses most of them."""
     from kiosk.images import image_files
 
-    plain = FaceFinder(DetectorSettings(use_border=False))
+    plain = FaceFinder(DetectorSettings(use_border=False, use_turned=False))
     missed_before = missed_after = 0
     for path in image_files(FACES):
         image = read_image(path)
@@ -233,10 +233,10 @@ def test_the_door_tries_the_tilted_passes_on_every_nth_empty_frame_and_finds_a_t
     image = read_image(PHOTO)
     tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((125, 125), -35, 1.0), (250, 250), borderMode=cv2.BORDER_REPLICATE)
     finder = FaceFinder(DetectorSettings(rotations=(-35.0, 35.0), rotate_every=3))
-    assert finder.find(tilted, tilted=False) == [] and finder.find(tilted)  # only the tilted passes find it
+    assert finder.find(tilted, thorough=False) == [] and finder.find(tilted)  # only the tilted passes find it
     seen = []
     original = finder.find
-    finder.find = lambda frame, tilted=True: seen.append(tilted) or original(frame, tilted)
+    finder.find = lambda frame, thorough=True: seen.append(thorough) or original(frame, thorough)
     tracker = FaceTracker(finder)
     blank = np.full((250, 250, 3), 128, np.uint8)
     for _ in range(4):
