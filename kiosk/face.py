@@ -6,11 +6,13 @@ exactly the same kind of crop at the door as it saw in training.
 
 Detection is OpenCV's Haar cascade (``haarcascade_frontalface_default.xml``
 from ``cv2.data``) on a histogram-equalised grayscale image. Haar misses
-faces in hard light and faces tilted by more than ~15 degrees, so when the
-first pass finds nothing, further passes try a contrast-limited (CLAHE)
-image and then the image rotated by small angles. The crop is a square
-around the detection, shifted and scaled so that on average the eyes, nose
-and mouth land where the encoder's training faces had them (see
+faces in hard light, faces that fill the photo, heads tilted by more than
+~15 degrees and heads turned aside, so when the first pass finds nothing,
+further passes try a contrast-limited (CLAHE) image, the self-quotient
+image, the image with a border, the image rotated by small angles, and
+OpenCV's alt2 and profile cascades (see :meth:`FaceFinder.find`). The crop
+is a square around the detection, shifted and scaled so that on average the
+eyes, nose and mouth land where the encoder's training faces had them (see
 ``CROP_GEOMETRY``), rotated upright when the face was found in a rotated
 pass.
 """
