@@ -63,9 +63,16 @@ class FacePipeline:
                              strength >= self.encoder.min_enrol_strength)
 
     def embed_largest(self, image: np.ndarray) -> FaceEmbedding | None:
-        """Embed the largest usable face in a BGR image; None when no usable face is found."""
-        result = self.embed_faces(image, self.finder.find(image))
-        return result if result is not None and result.usable else None
+        """Embed the largest usable face in a BGR photo; None when no usable face is found.
+
+        When no box of a detection pass is usable, the later passes look on (a photo is worth the time;
+        the door's tracker stops at the first pass that finds a box).
+        """
+        for faces in self.finder.passes(image):
+            result = self.embed_faces(image, faces)
+            if result is not None and result.usable:
+                return result
+        return None
 
     def embed_faces(self, image: np.ndarray, faces: list[Face]) -> FaceEmbedding | None:
         """The first of ``faces`` (largest first, at most :data:`FACES_TRIED`) whose embedding is usable,

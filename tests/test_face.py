@@ -11,7 +11,8 @@ import pytest
 from kiosk.errors import ImageError
 from kiosk.face import ENCODER_SIZE, DetectorSettings, FaceFinder, crop_face
 from kiosk.images import read_image
-from tests.conftest import FACES, png_header_only
+from kiosk.pipeline import FacePipeline
+from tests.conftest import FACES, FIXTURES, png_header_only
 
 PHOTO = FACES / "Colin_Powell" / "Colin_Powell_0001.jpg"
 
@@ -184,6 +185,32 @@ def test_a_face_that_fills_the_photo_is_found_by_the_border_pass_where_it_is():
             assert abs(found.center[0] - 100) < 25 and abs(found.center[1] - 100) < 30
             assert 120 < found.w < 300
     assert missed_before >= 5 and missed_after == 0
+
+
+def test_a_head_turned_aside_is_found_by_a_turned_pass_where_it_is():
+    photo = read_image(FIXTURES / "turned" / "Frank_Cassell_0001.jpg")
+    assert FaceFinder(DetectorSettings(use_turned=False)).find(photo) == []
+    assert FaceFinder().find(photo, thorough=False) == [], "the door's quick scans skip the turned passes"
+    face = FaceFinder().largest(photo)
+    assert face is not None and face.pass_name.startswith(("alt2", "profile"))
+    yunet_center = (152.4, 140.8)  # YuNet's box for this photo, measured once (OpenCV Zoo 2023mar)
+    assert np.hypot(face.center[0] - yunet_center[0], face.center[1] - yunet_center[1]) < 0.2 * face.w
+    assert 100 < face.w < 200
+
+
+def test_later_passes_look_on_when_a_pass_finds_only_boxes_that_are_no_face():
+    from kiosk.face import Face
+
+    finder = FaceFinder()
+    photo = read_image(FIXTURES / "turned" / "Frank_Cassell_0001.jpg")
+    decoy = [Face(0, 0, 60, 60, 0.0, (30.0, 30.0), "haar")]
+    original = finder.passes
+    finder.passes = lambda image, thorough=True: iter([decoy, *original(image, thorough)])
+    pipeline = FacePipeline(detector=finder.settings)
+    pipeline.finder = finder
+    found = pipeline.embed_largest(photo)
+    assert not pipeline.embed_face(photo, decoy[0]).usable
+    assert found is not None and found.usable and found.face.pass_name.startswith(("alt2", "profile"))
 
 
 def test_the_border_pass_finds_no_face_in_an_empty_scene():
