@@ -193,7 +193,6 @@ CHECKS: dict[str, typing.Callable[[typing.Any], bool]] = {
     "detector.min_neighbors": lambda v: 1 <= v <= 20,
     "detector.min_face_fraction": lambda v: 0.02 <= v <= 0.9,
     "detector.rotations": lambda v: all(-60 <= a <= 60 for a in v),
-    "detector.rotate_every": lambda v: 1 <= v <= 30,
     "recognition.threshold": lambda v: 0 <= v < 1,
     "recognition.margin": lambda v: 0 <= v < 1,
     "decision.unlock_seconds": lambda v: 0 < v <= 60,

@@ -19,8 +19,9 @@ pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -85,13 +86,12 @@ class DetectorSettings:
     work_width: int = 320  # frames are downscaled to this width for detection (speed)
     min_face_fraction: float = 0.15  # smallest face, as a fraction of the working image's shorter side
     rotations: tuple[float, ...] = (-20.0, 20.0)  # tilted passes (degrees) when the upright ones find nothing
-    rotate_every: int = 3  # the door runs the tilted and turned passes on every n-th frame the others find empty
     scale_factor: float = 1.1  # Haar pyramid step
     min_neighbors: int = 5  # Haar overlapping detections needed for a face
     use_clahe: bool = True  # a contrast-limited pass when the first finds nothing (hard light)
     use_quotient: bool = True  # a self-quotient pass when those find nothing (backlight)
     use_border: bool = True  # a small pass with a border added, for photos the face fills (ID photos, avatars)
-    use_turned: bool = True  # last passes for heads turned aside: the alt2 and profile cascades (thorough scans only)
+    use_turned: bool = True  # last passes for heads turned aside: the alt2 and profile cascades
 
 
 class FaceFinder:
@@ -110,19 +110,21 @@ class FaceFinder:
         self._alt, self._profile = (load_cascade(name) for name in self.TURNED_CASCADES)
         self._clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
 
-    def find(self, image: np.ndarray, thorough: bool = True) -> list[Face]:
+    def find(self, image: np.ndarray, extra: int | None = None) -> list[Face]:
         """Return the faces in a BGR (or grayscale) image, largest first: those of the first of
         :meth:`passes` that finds any."""
-        return next(self.passes(image, thorough), [])
+        return next(self.passes(image, extra), [])
 
-    def passes(self, image: np.ndarray, thorough: bool = True) -> Iterator[list[Face]]:
+    def passes(self, image: np.ndarray, extra: int | None = None) -> Iterator[list[Face]]:
         """The faces of each pass that finds any (largest first), pass after pass, computed as they are asked for.
 
-        The passes: equalised grayscale, CLAHE, the self-quotient image (for
-        backlight), the border pass for faces that fill the image, then, unless
-        ``thorough`` is False, each rotation in the settings and the turned-head
-        passes (:attr:`TURNED_CASCADES`). A caller that finds a pass's boxes
-        unusable (:meth:`kiosk.pipeline.FacePipeline.embed_largest`) looks on.
+        The quick passes: equalised grayscale, CLAHE, the self-quotient image
+        (for backlight), the border pass for faces that fill the image. Then
+        the extra passes (:meth:`extra_pass_names`): each rotation in the
+        settings and the turned-head passes (:attr:`TURNED_CASCADES`); all of
+        them for a photo (``extra`` None), only the ``extra``-th (modulo their
+        number) for a door frame. A caller that finds a pass's boxes unusable
+        (:meth:`kiosk.pipeline.FacePipeline.embed_largest`) looks on.
 
         The border pass runs before the tilted ones: on a tight crop a tilted
         pass can find a poor box first. The tilted passes (default +-20
@@ -130,10 +132,10 @@ class FaceFinder:
         misses: on wild CelebA (100 unseen people) failure to acquire fell
         from 10.7% to 8.2% and TAR at FAR 1e-3 rose from 70.5% to 73.5%
         (shipped encoder, 2026-12-01). The turned-head passes find heads
-        turned aside and faces in backlight: of the 94 wild CelebA photos where
-        no earlier pass found a face, they found a usable one in 45, and
-        backlit LFW View 1 rose from 80.0% to 86.2% with the alt2 pass on the
-        self-quotient image (2026-12-01).
+        turned aside and faces in backlight: with them, and the later passes
+        looking on past unusable boxes, failure to acquire on wild CelebA fell
+        to 3.0% and TAR at FAR 1e-3 rose to 79.9%; backlit LFW View 1 rose
+        from 74.3% to 86.2% (2026-12-01).
         """
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         factor = 1.0
@@ -150,19 +152,33 @@ class FaceFinder:
             yield from _found(self._detect(quotient, 0.0, factor, "haar+quotient"))
         if self.settings.use_border:
             yield from _found(self._detect_filling(gray, factor))
-        if not thorough:
-            return
-        for angle in self.settings.rotations:
-            yield from _found(self._detect(equalised, angle, factor, f"haar@{angle:+.0f}"))
-        if self.settings.use_turned:
-            yield from _found(self._detect(contrast, 0.0, factor, "alt2+clahe", self._alt, self.TURNED_NEIGHBORS))
-            if quotient is not None:
-                yield from _found(self._detect(self._clahe.apply(quotient), 0.0, factor, "alt2+quotient", self._alt,
-                                               self.TURNED_NEIGHBORS))
-            if self.settings.use_border:
-                yield from _found(self._detect_filling(gray, factor, self._alt, self.TURNED_NEIGHBORS))
-            for mirrored in (False, True):
-                yield from _found(self._detect(equalised, 0.0, factor, "profile", self._profile, self.TURNED_NEIGHBORS, mirrored))
+        extras = self._extra_passes(equalised, contrast, quotient, gray, factor)
+        if extras and extra is not None:
+            extras = extras[extra % len(extras):][:1]
+        for _, run in extras:
+            yield from _found(run())
+
+    def extra_pass_names(self) -> list[str]:
+        """Names of the extra passes, in the order :meth:`passes` runs them (the door cycles through them)."""
+        blank = np.zeros((8, 8), np.uint8)
+        return [name for name, _ in self._extra_passes(blank, blank, blank if self.settings.use_quotient else None, blank, 1.0)]
+
+    def _extra_passes(self, equalised: np.ndarray, contrast: np.ndarray, quotient: np.ndarray | None, gray: np.ndarray,
+                      factor: float) -> list[tuple[str, Callable[[], list[Face]]]]:
+        """(name, pass) of the tilted and turned-head passes, not yet run."""
+        passes: list[tuple[str, Callable[[], list[Face]]]] = [
+            (f"haar@{angle:+.0f}", partial(self._detect, equalised, angle, factor, f"haar@{angle:+.0f}"))
+            for angle in self.settings.rotations]
+        if not self.settings.use_turned:
+            return passes
+        turned = partial(self._detect, cascade=self._alt, neighbors=self.TURNED_NEIGHBORS)
+        passes.append(("alt2+clahe", partial(turned, contrast, 0.0, factor, "alt2+clahe")))
+        if quotient is not None:
+            passes.append(("alt2+quotient", lambda: turned(self._clahe.apply(quotient), 0.0, factor, "alt2+quotient")))
+        if self.settings.use_border:
+            passes.append(("alt2+border", partial(self._detect_filling, gray, factor, self._alt, self.TURNED_NEIGHBORS)))
+        profile = partial(self._detect, equalised, 0.0, factor, "profile", self._profile, self.TURNED_NEIGHBORS)
+        return passes + [("profile", profile), ("profile mirrored", partial(profile, mirrored=True))]
 
     def largest(self, image: np.ndarray) -> Face | None:
         """The largest face in ``image``, or None when there is none."""
@@ -281,10 +297,13 @@ class FaceTracker:
     with the full scan's settings), box centres within 1.3% of the face width
     (median; 2.5% p90), box sizes within -3%/+5% (p10/p90), a rescan on 2% of frames.
 
-    Most frames at a door are empty, and the tilted and turned passes would make
-    each of them cost about 2x: the full scan runs them on every ``rotate_every``-th
-    frame of a run of empty ones (the first included), so a tilted or turned head
-    is found within that many frames, and an empty doorstep costs less.
+    Most frames at a door are empty, and all the extra passes (tilted, turned;
+    :meth:`FaceFinder.extra_pass_names`) would make each of them cost about
+    4x: a full scan runs the quick passes and one extra pass, the next one
+    after each empty scan, so a tilted or turned head is found within as many
+    frames as there are extra passes (half a second at 15 fps), an empty
+    doorstep costs about 1.3x, and no frame waits for all of them. A face an
+    extra pass found is looked for with that pass again.
     """
 
     WINDOW_WIDTH = 128
@@ -299,7 +318,7 @@ class FaceTracker:
         self.full_every = full_every
         self._last: Face | None = None
         self._since_full = 0
-        self._empty_scans = 0
+        self._extra = 0
 
     def find(self, image: np.ndarray) -> list[Face]:
         """Faces in ``image``, largest first (like :meth:`FaceFinder.find`)."""
@@ -308,9 +327,9 @@ class FaceTracker:
             faces = self._near(image, self._last)
             self._since_full += 1
         if not faces:
-            faces = self.finder.find(image, thorough=self._empty_scans % max(1, self.finder.settings.rotate_every) == 0)
+            faces = self.finder.find(image, extra=self._extra)
             self._since_full = 0
-            self._empty_scans = 0 if faces else self._empty_scans + 1
+            self._extra += not faces
         self._last = faces[0] if faces else None
         return faces
 

@@ -451,7 +451,7 @@ def test_a_larger_box_that_is_no_face_does_not_hide_the_owner(rig_factory, tmp_p
     door = rig.start()
     finder_find, full_scans = door.tracker.finder.find, []
     decoy = Face(0, 0, 190, 190, 0.0, (95.0, 95.0), "haar")
-    door.tracker.finder.find = lambda frame, thorough=True: full_scans.append(1) or [decoy] + finder_find(frame, thorough)
+    door.tracker.finder.find = lambda frame, extra=None: full_scans.append(1) or [decoy] + finder_find(frame, extra)
     reports = [door.process_frame() for _ in frames[:5]]
     assert next(i for i, r in enumerate(reports) if r.relay_on) == 2, "the owner opens on the third frame, as without the box"
     assert all(r.faces == 1 for r in reports)

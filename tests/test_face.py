@@ -190,7 +190,8 @@ def test_a_face_that_fills_the_photo_is_found_by_the_border_pass_where_it_is():
 def test_a_head_turned_aside_is_found_by_a_turned_pass_where_it_is():
     photo = read_image(FIXTURES / "turned" / "Frank_Cassell_0001.jpg")
     assert FaceFinder(DetectorSettings(use_turned=False)).find(photo) == []
-    assert FaceFinder().find(photo, thorough=False) == [], "the door's quick scans skip the turned passes"
+    finder = FaceFinder()
+    assert finder.find(photo, extra=finder.extra_pass_names().index("haar@-20")) == [], "a door frame runs one extra pass"
     face = FaceFinder().largest(photo)
     assert face is not None and face.pass_name.startswith(("alt2", "profile"))
     yunet_center = (152.4, 140.8)  # YuNet's box for this photo, measured once (OpenCV Zoo 2023mar)
@@ -205,7 +206,7 @@ def test_later_passes_look_on_when_a_pass_finds_only_boxes_that_are_no_face():
     photo = read_image(FIXTURES / "turned" / "Frank_Cassell_0001.jpg")
     decoy = [Face(0, 0, 60, 60, 0.0, (30.0, 30.0), "haar")]
     original = finder.passes
-    finder.passes = lambda image, thorough=True: iter([decoy, *original(image, thorough)])
+    finder.passes = lambda image, extra=None: iter([decoy, *original(image, extra)])
     pipeline = FacePipeline(detector=finder.settings)
     pipeline.finder = finder
     found = pipeline.embed_largest(photo)
@@ -254,21 +255,25 @@ def test_a_context_aligned_crop_holds_the_aligned_crop_at_its_centre():
         aligned_crop(image, np.zeros((5, 2)))
 
 
-def test_the_door_tries_the_tilted_passes_on_every_nth_empty_frame_and_finds_a_tilted_head_within_n_frames():
+def test_the_door_runs_one_extra_pass_per_empty_frame_and_finds_a_tilted_head_within_a_cycle():
     from kiosk.face import FaceTracker
 
     image = read_image(PHOTO)
     tilted = cv2.warpAffine(image, cv2.getRotationMatrix2D((125, 125), -35, 1.0), (250, 250), borderMode=cv2.BORDER_REPLICATE)
-    finder = FaceFinder(DetectorSettings(rotations=(-35.0, 35.0), rotate_every=3))
-    assert finder.find(tilted, thorough=False) == [] and finder.find(tilted)  # only the tilted passes find it
+    finder = FaceFinder(DetectorSettings(rotations=(-35.0, 35.0)))
+    names = finder.extra_pass_names()
+    assert names[:2] == ["haar@-35", "haar@+35"] and "alt2+quotient" in names and len(names) == 7
+    assert finder.find(tilted, extra=0) == [] and finder.find(tilted, extra=1)  # the +35 degree pass finds it, not -35
+    assert finder.find(tilted, extra=1 + len(names)), "the index runs modulo the number of extra passes"
     seen = []
     original = finder.find
-    finder.find = lambda frame, thorough=True: seen.append(thorough) or original(frame, thorough)
+    finder.find = lambda frame, extra=None: seen.append(extra) or original(frame, extra)
     tracker = FaceTracker(finder)
     blank = np.full((250, 250, 3), 128, np.uint8)
-    for _ in range(4):
+    for _ in range(3):
         assert tracker.find(blank) == []
-    assert seen == [True, False, False, True]  # the first empty frame of a run, then every 3rd
-    found = [bool(tracker.find(tilted)) for _ in range(3)]
-    assert found == [False, False, True]  # the head arrives mid-run: found within 3 frames
-    assert tracker.find(tilted) and seen[-1] is True  # a tilted face is re-found by the full scan, tilted passes on
+    assert seen == [0, 1, 2], "each empty frame tries the next extra pass"
+    found = [bool(tracker.find(tilted)) for _ in range(len(names) - 1)]
+    assert found == [False] * (len(names) - 2) + [True], "the head arrives mid-cycle: found when the cycle comes round"
+    assert seen[-1] % len(names) == 1
+    assert tracker.find(tilted) and seen[-1] % len(names) == 1, "a tilted face is looked for with the pass that found it"
