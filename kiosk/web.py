@@ -374,10 +374,10 @@ class AdminPage:
         from kiosk.images import read_image
 
         image = read_image(photo)
-        faces = self._face_pipeline().finder.find(image)
-        if not faces:
+        embedded = self._face_pipeline().embed_largest(image)  # the face enrolment took
+        if embedded is None:
             return
-        face = faces[0]
+        face = embedded.face
         margin = 0.25 * face.w
         x0, y0 = max(0, int(face.center[0] - face.w / 2 - margin)), max(0, int(face.center[1] - face.h / 2 - margin))
         crop = image[y0:y0 + int(face.h + 2 * margin), x0:x0 + int(face.w + 2 * margin)]

@@ -7,6 +7,8 @@ missing, so the skip note is tested too).
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -86,3 +88,26 @@ def test_readme_summary_block_is_replaced_and_nothing_else(tmp_path: Path) -> No
     readme.write_text("# no markers\n")
     assert not update_readme(["x"], readme) and readme.read_text() == "# no markers\n"
     assert start in (ROOT / "README.md").read_text()
+
+
+def test_x86_plugin_marks_become_per_frame_instruction_counts():
+    from bench import x86_estimate
+
+    output = "icount 0 1000\nicount 1 1600\nwarning from qemu\nicount 0 2000\nicount 1 9000\nicount 0 9500\nicount exit 9600\n"
+    assert x86_estimate.frame_counts(output) == [600, 7000]
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None or shutil.which("gcc") is None, reason="needs qemu-user and gcc")
+def test_the_plugin_counts_the_instructions_between_marks_of_an_x86_guest(tmp_path):
+    """The x86 estimate's whole chain on a tiny guest: a mark on x86-64 (lseek is syscall 8, fd -1 in 32 bits)."""
+    from bench import x86_estimate
+    from bench.pi_estimate import PLUGIN_SOURCE
+
+    plugin = tmp_path / "icount.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(plugin), str(PLUGIN_SOURCE)], check=True)
+    guest = ("from bench.pi_estimate import mark\n"
+             "for n in (1000, 100000):\n    mark(0); sum(range(n)); mark(1)\n")
+    done = subprocess.run(["qemu-x86_64", "-cpu", x86_estimate.CPU, "-plugin", str(plugin), sys.executable, "-c", guest],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, check=True)
+    small, large = x86_estimate.frame_counts(done.stderr)
+    assert 0 < small and large > 10 * small, "a hundred times the loop, many times the instructions"
