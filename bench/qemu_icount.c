@@ -1,7 +1,8 @@
 /*
  * A QEMU TCG plugin that counts the guest instructions a program runs between its own marks
  * (bench/pi_estimate.py): the instruction counts of the door's stages on an emulated Cortex-A72
- * or A76, from which the Pi estimate is made.
+ * or A76, from which the Pi estimate is made; and (bench/x86_estimate.py) of each pipeline's frame
+ * on an emulated x86 CPU without AVX-512 or int8 dot-product instructions.
  *
  * The guest marks a point with lseek(-1, MARK_MAGIC, label), a call that fails harmlessly (EBADF);
  * the plugin prints "icount <label> <instructions so far>" to stderr there and at exit.
@@ -36,6 +37,7 @@ void qemu_plugin_register_atexit_cb(qemu_plugin_id_t id, qemu_plugin_udata_cb_t 
 __attribute__((visibility("default"))) int qemu_plugin_version = 1;
 
 #define AARCH64_LSEEK 62
+#define X86_64_LSEEK 8
 #define MARK_MAGIC 0x1C0DE5EEDULL
 
 static uint64_t instructions;
@@ -50,7 +52,7 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
                        uint64_t a4, uint64_t a5, uint64_t a6, uint64_t a7, uint64_t a8)
 {
     (void)id; (void)vcpu; (void)a4; (void)a5; (void)a6; (void)a7; (void)a8;
-    if (num == AARCH64_LSEEK && a1 == UINT64_MAX && a2 == MARK_MAGIC) {
+    if ((num == AARCH64_LSEEK || num == X86_64_LSEEK) && (uint32_t)a1 == UINT32_MAX && a2 == MARK_MAGIC) {
         fprintf(stderr, "icount %" PRIu64 " %" PRIu64 "\n", a3, instructions);
     }
 }

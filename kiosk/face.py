@@ -95,12 +95,13 @@ class DetectorSettings:
 
 
 class FaceFinder:
-    """Finds faces with OpenCV's frontal-face Haar cascade."""
+    """Finds faces with OpenCV's Haar cascades: the frontal-face default one, then alt2 and profile."""
 
     CASCADE = "haarcascade_frontalface_default.xml"
     TURNED_CASCADES = ("haarcascade_frontalface_alt2.xml", "haarcascade_profileface.xml")
     """The cascades of the turned-head passes: alt2 (trained on other faces than the default) on the
-    CLAHE image, then the profile cascade on the image and its mirror (it knows one side only)."""
+    CLAHE image, the CLAHE'd self-quotient image and with a border, then the profile cascade on the
+    image and its mirror (it knows one side only)."""
     TURNED_NEIGHBORS = 3
     """Overlapping detections those passes need: they run last, on images where nothing else was found."""
 
