@@ -466,7 +466,12 @@ ALIGNED_TEMPLATE = np.array(
 
 def crop_points_to_image(face: Face, points: np.ndarray, size: int) -> np.ndarray:
     """Points given as fractions of a ``size`` crop of ``face`` (:func:`crop_face`), in image pixels."""
-    inverse = cv2.invertAffineTransform(crop_transform(face, size=size))
+    return points_from_crop(crop_transform(face, size=size), points, size)
+
+
+def points_from_crop(matrix: np.ndarray, points: np.ndarray, size: int) -> np.ndarray:
+    """Points given as fractions of a ``size`` crop cut by the 2x3 ``matrix`` (image to crop), in image pixels."""
+    inverse = cv2.invertAffineTransform(matrix)
     pixels = np.asarray(points, np.float64) * size
     return (inverse[:, :2] @ pixels.T).T + inverse[:, 2]
 
@@ -478,14 +483,20 @@ def aligned_crop(image: np.ndarray, points: np.ndarray, size: int = ENCODER_SIZE
     ``context`` > 1 shows that much more around the same centre (the training tool's context crops,
     whose central ``size / context`` pixels are the plain aligned crop).
     """
+    target = (ALIGNED_TEMPLATE - ENCODER_SIZE / 2) / context * (size / ENCODER_SIZE) + size / 2
+    return similarity_crop(image, points, target, size)[0]
+
+
+def similarity_crop(image: np.ndarray, points: np.ndarray, target: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``image`` (BGR or gray) moved by the similarity transform that takes ``points`` (image pixels) closest to
+    ``target`` (crop pixels): the ``size`` x ``size`` RGB crop and the 2x3 matrix from image to crop."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    target = (ALIGNED_TEMPLATE - ENCODER_SIZE / 2) / context * (size / ENCODER_SIZE) + size / 2
-    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(points, np.float32), target.astype(np.float32), method=cv2.LMEDS)
+    matrix, _ = cv2.estimateAffinePartial2D(np.asarray(points, np.float32), np.asarray(target, np.float32), method=cv2.LMEDS)
     if matrix is None:  # degenerate points (all on one spot): no similarity transform exists
         raise ValueError("the five face points do not define an alignment")
-    aligned = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    return cv2.cvtColor(aligned, cv2.COLOR_BGR2RGB)
+    crop = cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB), matrix
 
 
 def crop_face(image: np.ndarray, face: Face, geometry: CropGeometry = CROP_GEOMETRY, size: int = ENCODER_SIZE) -> np.ndarray:

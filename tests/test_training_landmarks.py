@@ -42,8 +42,10 @@ def test_the_tool_writes_the_metadata_the_door_checks(tmp_path):
 
     tflite = shutil.copy(DEFAULT_MODEL_DIR / LANDMARK_FILE, tmp_path / LANDMARK_FILE)
     error = {"faces": 10, "median": 0.08, "mean": 0.09, "under_5%": 0.1, "under_10%": 0.7, "p99": 0.3}
-    summary = {"train_faces": 100, "epochs": 2, "test": {"held-aside": error}, "int8": {"nme_median_int8": 0.085},
+    template = [[0.35, 0.47], [0.66, 0.47], [0.5, 0.65], [0.37, 0.8], [0.64, 0.8]]
+    summary = {"train_faces": 100, "epochs": 2, "test": {"held-aside": error}, "int8": {"nme_median_int8": 0.085}, "crop_template": template,
                "sface_on_wild_celeba": {"Haar + landmark CNN": {"faces": 10, "tar_at_0.001": 0.8}}}
     (tmp_path / "landmarks.json").write_text(json.dumps(metadata(summary, tflite)))
     info = LandmarkInfo.load(tmp_path / "landmarks.json")
     assert info.input_size == INPUT_SIZE and info.sha256 == sha256_of(tflite)
+    assert info.crop_template.tolist() == template

