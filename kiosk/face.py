@@ -94,6 +94,32 @@ class DetectorSettings:
     use_turned: bool = True  # last passes for heads turned aside: the alt2 and profile cascades
 
 
+@dataclass(frozen=True)
+class BorderPass:
+    """How a pass looks for a face that fills the photo: the photo shrunk to ``width`` pixels, ``pad`` of that width
+    added on each side (``border``: OpenCV's border mode, its edge pixels repeated or the photo mirrored)."""
+
+    width: int
+    pad: float
+    border: int
+    name: str
+
+
+QUICK_BORDER = BorderPass(96, 0.35, cv2.BORDER_REPLICATE, "haar+border")
+"""The frontal cascade's border pass (pad measured best among 0.2 and 0.35 on tight LFW crops)."""
+TURNED_BORDER = BorderPass(64, 0.6, cv2.BORDER_REFLECT, "alt2+border")
+"""The alt2 cascade's border pass, for crops that cut into the brows and chin: a mirrored border continues the
+hair and jaw where repeated edge pixels smear them. Chosen among widths 64/96, pads 0.35/0.6, repeated, mirrored
+or flat borders and the three frontal cascades on the 15 of 500 photos cropped to 0.8x the face that no pass found
+(`python -m bench.tight_faces`, 2026-12-01): it found 6 of them with no more false boxes on 736 face-free photos
+(the repeated border at width 96, pad 0.35 had found none of them)."""
+BORDER_PASS_MIN_FACE = 0.35
+"""Smallest face a border pass accepts, as a fraction of the image's shorter side: only faces that fill it."""
+BORDER_PASS_EDGE = 0.15
+"""A border pass's box is kept only when its centre lies at least this fraction of the photo's side from every edge
+(the faces it found in photos cropped to 0.8x the face were centred between 0.44 and 0.64 of the side)."""
+
+
 class FaceFinder:
     """Finds faces with OpenCV's Haar cascades: the frontal-face default one, then alt2 and profile."""
 
@@ -177,7 +203,8 @@ class FaceFinder:
         if quotient is not None:
             passes.append(("alt2+quotient", lambda: turned(self._clahe.apply(quotient), 0.0, factor, "alt2+quotient")))
         if self.settings.use_border:
-            passes.append(("alt2+border", partial(self._detect_filling, gray, factor, self._alt, self.TURNED_NEIGHBORS)))
+            passes.append((TURNED_BORDER.name, partial(self._detect_filling, gray, factor, TURNED_BORDER, self._alt,
+                                                       self.TURNED_NEIGHBORS)))
         profile = partial(self._detect, equalised, 0.0, factor, "profile", self._profile, self.TURNED_NEIGHBORS)
         return passes + [("profile", profile), ("profile mirrored", partial(profile, mirrored=True))]
 
@@ -223,24 +250,30 @@ class FaceFinder:
             )
         return faces
 
-    def _detect_filling(self, gray: np.ndarray, factor: float, cascade: cv2.CascadeClassifier | None = None,
-                        neighbors: int | None = None) -> list[Face]:
+    def _detect_filling(self, gray: np.ndarray, factor: float, how: BorderPass = QUICK_BORDER,
+                        cascade: cv2.CascadeClassifier | None = None, neighbors: int | None = None) -> list[Face]:
         """Faces that fill the image: Haar needs some head and background around a face, which a tight
-        crop (an ID photo, an avatar) cuts off, so the image is shrunk, given a border of its own edge
-        pixels and searched for one large face only (a few milliseconds; never a small one)."""
-        shrink = min(1.0, BORDER_PASS_WIDTH / gray.shape[1])
+        crop (an ID photo, an avatar) cuts off, so the image is shrunk, given a border (``how``) and searched
+        for one large face only (a few milliseconds; never a small one). A face that fills the photo is centred in
+        it: a box centred within :data:`BORDER_PASS_EDGE` of an edge is part of a face and its mirror image (a half
+        face at the edge of a mirrored border makes a whole one), and is dropped."""
+        shrink = min(1.0, how.width / gray.shape[1])
         small = cv2.resize(gray, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA) if shrink < 1 else gray
-        pad = int(round(BORDER_PASS_PAD * small.shape[1]))
-        framed = cv2.equalizeHist(cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+        pad = int(round(how.pad * small.shape[1]))
+        framed = cv2.equalizeHist(cv2.copyMakeBorder(small, pad, pad, pad, pad, how.border))
         min_side = int(BORDER_PASS_MIN_FACE * min(small.shape))
         boxes = (cascade or self._cascade).detectMultiScale(framed, scaleFactor=self.settings.scale_factor,
                                                             minNeighbors=neighbors or self.settings.min_neighbors,
                                                             minSize=(min_side, min_side))
         scale = factor * shrink
-        name = "haar+border" if cascade is None else "alt2+border"
-        return [Face(x=(x - pad) / scale, y=(y - pad) / scale, w=w / scale, h=h / scale, angle=0.0,
-                     center=((x - pad + w / 2) / scale, (y - pad + h / 2) / scale), pass_name=name)
-                for x, y, w, h in np.asarray(boxes).reshape(-1, 4)]
+        faces = []
+        height, width = small.shape
+        for x, y, w, h in np.asarray(boxes).reshape(-1, 4):
+            cx, cy = x - pad + w / 2, y - pad + h / 2
+            if BORDER_PASS_EDGE <= cx / width <= 1 - BORDER_PASS_EDGE and BORDER_PASS_EDGE <= cy / height <= 1 - BORDER_PASS_EDGE:
+                faces.append(Face(x=(x - pad) / scale, y=(y - pad) / scale, w=w / scale, h=h / scale, angle=0.0,
+                                  center=(cx / scale, cy / scale), pass_name=how.name))
+        return faces
 
 
 def _found(faces: list[Face]) -> list[list[Face]]:
@@ -258,14 +291,6 @@ def load_cascade(name: str) -> cv2.CascadeClassifier:
             "opencv-python-headless 4.x (OpenCV 5 wheels no longer ship the cascades)."
         )
     return cascade
-
-
-BORDER_PASS_WIDTH = 96
-"""Width the border pass searches at: a face that fills the image is large at any resolution."""
-BORDER_PASS_PAD = 0.35
-"""Border added on each side, as a fraction of the image width (measured best among 0.2 and 0.35 on tight LFW crops)."""
-BORDER_PASS_MIN_FACE = 0.35
-"""Smallest face the border pass accepts, as a fraction of the image's shorter side: only faces that fill it."""
 
 
 def self_quotient(gray: np.ndarray) -> np.ndarray:

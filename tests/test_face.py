@@ -277,3 +277,27 @@ def test_the_door_runs_one_extra_pass_per_empty_frame_and_finds_a_tilted_head_wi
     assert found == [False] * (len(names) - 2) + [True], "the head arrives mid-cycle: found when the cycle comes round"
     assert seen[-1] % len(names) == 1
     assert tracker.find(tilted) and seen[-1] % len(names) == 1, "a tilted face is looked for with the pass that found it"
+
+
+def test_a_photo_cropped_into_the_brows_and_chin_is_found_by_the_mirrored_border_pass():
+    """An LFW photo cropped to 0.8x YuNet's face box (``python -m bench.tight_faces``): only the alt2 cascade with a
+    mirrored border finds it, on the face."""
+    photo = read_image(FIXTURES / "tight" / "David_Kelly_0001.jpg")
+    assert FaceFinder(DetectorSettings(use_turned=False)).find(photo) == []
+    face = FaceFinder().largest(photo)
+    assert face is not None and face.pass_name == "alt2+border"
+    assert abs(face.center[0] - 100) < 25 and abs(face.center[1] - 100) < 30 and 150 < face.w < 300
+
+
+def test_half_a_face_at_the_edge_is_not_made_whole_by_the_mirrored_border():
+    """The mirrored border turns a half face at the photo's edge into a whole, symmetric one; that box is dropped."""
+    from kiosk.face import TURNED_BORDER
+    from kiosk.images import image_files
+
+    finder = FaceFinder()
+    for path in image_files(FACES):
+        image = read_image(path)
+        face = finder.largest(image)
+        (cx, cy), w = face.center, face.w
+        half = cv2.cvtColor(image[int(cy - 0.7 * w):int(cy + 0.7 * w), int(cx):int(cx + 0.8 * w)], cv2.COLOR_BGR2GRAY)
+        assert finder._detect_filling(half, 1.0, TURNED_BORDER, finder._alt, finder.TURNED_NEIGHBORS) == [], path.name
