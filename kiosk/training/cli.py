@@ -130,7 +130,8 @@ def cmd_export(args: argparse.Namespace) -> None:
             "layout": "NHWC, 1 x 112 x 112 x 3, RGB",
             "dtype": "int8 (pixel 0..255 quantised with the input tensor's scale and zero point)",
             "front_end": "OpenCV haarcascade_frontalface_default, largest face; five points by the landmark stage "
-                         "(landmarks.tflite); kiosk.face.aligned_crop onto kiosk.face.ALIGNED_TEMPLATE",
+                         "(landmarks.tflite: a look at the Haar crop, then looks at the crop centred on its points, "
+                         "kiosk.landmarks.Landmarker.points); kiosk.face.aligned_crop onto kiosk.face.ALIGNED_TEMPLATE",
             "alignment": "landmarks",
             "landmarks_sha256": LandmarkInfo.load(DEFAULT_MODEL_DIR / LANDMARK_METADATA).sha256,
         },

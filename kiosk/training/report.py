@@ -107,8 +107,7 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
     """Run every evaluation, write the report and plots, store metrics in ``encoder.json``."""
     models, data, report = Path(models), Path(data), Path(report)
     report.parent.mkdir(parents=True, exist_ok=True)
-    metadata = json.loads((models / METADATA_FILE).read_text())
-    threshold = metadata["threshold"]["value"]
+    threshold = json.loads((models / METADATA_FILE).read_text())["threshold"]["value"]
     runs = pipelines(models, peers)
 
     lfw: dict[str, Scores] = {name: lfw_view1(fn, data, f"LFW {name}") for name, fn in runs.items()}
@@ -121,7 +120,6 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
     }
 
     detection = detection_rates(data)
-
 
     encoder = assemble.pipeline(assemble.default_config(models)).encoder
     rng = np.random.default_rng(0)
@@ -146,6 +144,7 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
         "pi4_estimate_ms": round(macs / 15e9 * 1000, 1),
         "measured": datetime.date.today().isoformat(),
     }
+    metadata = json.loads((models / METADATA_FILE).read_text())  # as it is now: other steps may have written it meanwhile
     metadata["metrics"] = metrics
 
     lines = [
