@@ -542,3 +542,24 @@ def test_the_simulated_door_lets_an_attempt_in_below_its_best_persons_corrected_
     assert critical[0] == pytest.approx(0.8, abs=1e-5) and critical[1] == -1.0  # no lead: never let in
     raised = door_critical_cosines(embeddings, enrolled, np.array([0.2, 0.0, 0.0]), np.array([3]), 0.05)
     assert raised[0] == pytest.approx(np.tanh(np.arctanh(0.8) - 0.2), abs=1e-5)
+
+
+def _row(people: int, target: float, accepted: int) -> bench_openset.Row:
+    return bench_openset.Row(people, f"false_accept_rate {target:g}", target, 0.5, target, accepted, 100_000, 90, 100, 0, 0.9,
+                             mapping="empirical")
+
+
+def _camera(people: int, target: float, share: float) -> bench_openset.CameraRow:
+    return bench_openset.CameraRow(people, f"false_accept_rate {target:g}, empirical M_eff", 0.5, int(1000 * share), 1000,
+                                   {"0001": share}, 0, 1000, 0.0)
+
+
+def test_the_recommended_default_follows_what_residents_pay_at_the_door_camera():
+    rows = [_row(n, target, 0) for n in (1, 20) for target in (1e-3, 1e-4)]
+    cheap = [_camera(n, 1e-3, 1.0) for n in (1, 20)] + [_camera(1, 1e-4, 1.0), _camera(20, 1e-4, 0.97)]
+    assert "costs residents at most 3.0 points" in bench_openset.supported_default(rows, cheap)
+    assert "the numbers support 0.0001" in bench_openset.supported_default(rows, cheap)
+    dear = cheap[:3] + [_camera(20, 1e-4, 0.40)]
+    assert "the numbers support 0.001 for a household" in bench_openset.supported_default(rows, dear)
+    broken = [_row(n, 1e-4, 50) for n in (1, 20)] + [_row(n, 1e-3, 0) for n in (1, 20)]
+    assert "Only 0.001 held its target" in bench_openset.supported_default(broken, cheap)
