@@ -1,4 +1,4 @@
-"""What each activation costs the encoder in int8 LiteRT: the same network, five activations.
+"""What each activation (and the stride-2 stem) costs the encoder in int8 LiteRT: the same network, five activations.
 
 Builds the encoder (SFace's architecture, SFace's weights where they fit) with each activation of
 :data:`kiosk.training.model.ACTIVATIONS`, exports it fully int8 the way the shipped model is exported (PReLU
@@ -43,19 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=50, help="timed embeddings per model and setting")
     parser.add_argument("--activations", nargs="+", choices=ACTIVATIONS, default=list(ACTIVATIONS))
+    parser.add_argument("--stem-strides", nargs="+", type=int, choices=(1, 2), default=[1, 2],
+                        help="1: SFace's layout; 2: its first downsampling moved into the first convolution (default both)")
     args = parser.parse_args(argv)
     crops = np.random.default_rng(0).integers(0, 256, (16, 112, 112, 3), dtype=np.uint8)
     runtimes = runtime_interpreters()
     print(f"CPU int8 features: {cpu_int8_features()}")
-    print("| activation | " + " | ".join(f"{name}, {t} thread{'s' * (t > 1)} (ms)" for name in runtimes for t in (1, 2)) + " |")
-    print("|---|" + "---|" * (2 * len(runtimes)))
+    print("| activation | stem stride | " + " | ".join(f"{name}, {t} thread{'s' * (t > 1)} (ms)" for name in runtimes for t in (1, 2)) + " |")
+    print("|---|---|" + "---|" * (2 * len(runtimes)))
     with tempfile.TemporaryDirectory() as tmp:
         for activation in args.activations:
-            model = build_encoder(activation=activation)
-            load_sface_weights(model, model_path(SFACE_FILE))  # realistic weight ranges for the int8 calibration
-            path = export_int8(split_prelu(fold_head(model)), crops, Path(tmp) / f"{activation}.tflite")  # as kiosk-train exports
-            cells = [f"{time_model(path, cls, t, crops, args.repeats):.2f}" for cls in runtimes.values() for t in (1, 2)]
-            print(f"| {activation} | " + " | ".join(cells) + " |", flush=True)
+            for stem_stride in args.stem_strides:
+                model = build_encoder(activation=activation, stem_stride=stem_stride)
+                load_sface_weights(model, model_path(SFACE_FILE))  # realistic weight ranges for the int8 calibration
+                path = export_int8(split_prelu(fold_head(model)), crops, Path(tmp) / f"{activation}-{stem_stride}.tflite")  # as kiosk-train exports
+                cells = [f"{time_model(path, cls, t, crops, args.repeats):.2f}" for cls in runtimes.values() for t in (1, 2)]
+                print(f"| {activation} | {stem_stride} | " + " | ".join(cells) + " |", flush=True)
     return 0
 
 

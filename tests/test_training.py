@@ -142,3 +142,29 @@ def test_relu_network_trains_from_the_prelu_run_and_exports_without_prelu(tiny_r
     training = json.loads((out / "encoder.json").read_text())["training"]
     assert [run["settings"]["activation"] for run in training["runs"]] == ["prelu", "relu"]
     assert "ReLU" in training["objective"]
+
+
+def test_stem_student_trains_only_its_first_blocks_and_exports_as_such(tiny_run):
+    """--stem-stride 2: SFace's weights, blocks 1-3 learn SFace's block outputs, the rest stays SFace's; int8 export."""
+    import keras
+
+    from kiosk.training.model import sface_encoder
+
+    stem = tiny_run / "stem"
+    assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(stem), "--epochs", "2", "--batch-size", "4",
+                     "--steps-per-epoch", "3", "--learning-rate", "1e-3", "--stem-stride", "2"]) == 0
+    record = json.loads((stem / "history.json").read_text())
+    assert record["settings"]["stem_stride"] == 2 and record["settings"]["activation"] == "prelu"
+    loss = record["history"]["loss"]  # the normalised error of SFace's block 3-5 outputs
+    assert 0 < loss[1] < loss[0] < 3
+    trained, sface = keras.saving.load_model(stem / "encoder.keras", compile=False), sface_encoder()
+    for name in ("conv_5", "conv_14", "pre_fc1", "conv_2_bn"):  # later blocks, the head and batch norms: SFace's
+        for ours, theirs in zip(trained.get_layer(name).get_weights(), sface.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    assert not np.array_equal(trained.get_layer("conv_1").get_weights()[0], sface.get_layer("conv_1").get_weights()[0])
+    out = tiny_run / "models-stem"
+    assert cli.main(["export", "--model", str(stem / "encoder.keras"), "--cache", str(tiny_run / "cache"),
+                     "--out", str(out), "--representative", "12"]) == 0
+    metadata = json.loads((out / "encoder.json").read_text())
+    assert metadata["architecture"]["stem_stride"] == 2 and "stride-2" in metadata["training"]["objective"]
+    assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)

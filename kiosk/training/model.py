@@ -28,12 +28,15 @@ BLOCKS = [
 ]
 
 
+STEM_BLOCK = 3
+"""The block whose downsampling ``stem_stride=2`` moves into the first convolution."""
+
 ACTIVATIONS = ("prelu", "relu", "leaky_relu", "relu6", "hard_swish")
 """Activations the encoder can be built with: SFace's PReLU and the cheaper ones measured for int8 LiteRT
 (``python -m bench.activations``)."""
 
 
-def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu"):
+def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1):
     """The encoder network, with random weights.
 
     ``width`` scales every layer's channels (1.0 = SFace, needed to load
@@ -41,9 +44,16 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     int8 PReLU without XNNPACK, so the ReLU network embeds about 25x faster
     (``python -m bench.activations``). The input is [batch, size, size, 3]
     RGB in 0..255.
+
+    ``stem_stride`` 2 moves the first downsampling from block 3 into the
+    first convolution: the 112x112 stages (7% of the multiply-accumulates,
+    but about a third of the int8 time, their activations being memory-bound)
+    run at 56x56; every layer keeps its shape, so SFace's weights still load.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
     import keras
     from keras import layers
 
@@ -62,9 +72,11 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
 
     inputs = keras.Input((input_size, input_size, 3), name="face")
     x = layers.Rescaling(1 / 128.0, offset=-127.5 / 128.0, name="normalise")(inputs)
-    x = layers.Conv2D(channels(32), 3, padding="same", use_bias=False, name="conv_1")(x)
+    x = layers.Conv2D(channels(32), 3, strides=stem_stride, padding="same", use_bias=False, name="conv_1")(x)
     x = bn_prelu(x, "conv_1")
     for index, (filters, stride) in enumerate(BLOCKS, start=2):
+        if stem_stride == 2 and index == STEM_BLOCK:
+            stride = 1
         if stride == 2:
             x = layers.ZeroPadding2D(1, name=f"conv_{index}_pad")(x)
             x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False, name=f"conv_{index}_dw")(x)

@@ -28,13 +28,14 @@ PI4_BASIS = (
 )
 
 
-def count_macs(size: int = 112) -> float:
+def count_macs(size: int = 112, stem_stride: int = 1) -> float:
     """Multiply-accumulates of one embedding, from the architecture (no TF needed)."""
-    from kiosk.training.model import BLOCKS, EMBEDDING_SIZE
+    from kiosk.training.model import BLOCKS, EMBEDDING_SIZE, STEM_BLOCK
 
-    side, channels, macs = size, 32, size * size * 27 * 32
-    for filters, stride in BLOCKS:
-        side //= stride
+    side = size // stem_stride
+    channels, macs = 32, side * side * 27 * 32
+    for index, (filters, stride) in enumerate(BLOCKS, start=2):
+        side //= 1 if stem_stride != 1 and index == STEM_BLOCK else stride
         macs += side * side * channels * 9 + side * side * channels * filters
         channels = filters
     return macs + side * side * channels * EMBEDDING_SIZE
@@ -127,7 +128,8 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
     speed = {}
     for threads in (1, 2):
         speed[threads] = time_encoder(assemble.pipeline(assemble.default_config(models), num_threads=threads).encoder, crops)
-    macs = count_macs(encoder.input_size)
+    stem_stride = json.loads((models / METADATA_FILE).read_text()).get("architecture", {}).get("stem_stride", 1)
+    macs = count_macs(encoder.input_size, stem_stride)
     size_mb = (models / MODEL_FILE).stat().st_size / 1e6
 
     lfw_png, celeba_png = report.with_name("encoder-lfw-det.png"), report.with_name("encoder-celeba-det.png")

@@ -18,6 +18,15 @@ network's weights and also learns, block by block, that network's
 pre-activation outputs (normalised mean squared error, weight
 ``feature_weight``): every block gets its own signal. Its batch norms train
 (they must follow the shifted activations); the head's stay frozen.
+
+The stride-2 stem (``--stem-stride 2``, :func:`kiosk.training.model.build_encoder`):
+the first convolution downsamples, so blocks 1-3 run at 56x56 instead of
+112x112. Every layer keeps its shape, so the student starts from SFace's
+weights everywhere; blocks 1-4 (convolutions and PReLU slopes; batch norms
+frozen) then learn to reproduce SFace's outputs of blocks 3-8 on the same
+augmented door crops, and blocks 5 on keep SFace's weights untouched. No
+teacher embeddings are needed: the target is SFace's own network on the same
+crop, so the student stays in SFace's embedding space.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from kiosk.training.augment import augment
+from kiosk.training.model import STEM_BLOCK
 from kiosk.training.prepare import Cache
 
 
@@ -48,6 +58,7 @@ class TrainSettings:
     activation: str = "relu"
     init_from: str | None = None
     feature_weight: float = 1.0
+    stem_stride: int = 1
 
 
 def distillation_loss(teacher, student):
@@ -58,11 +69,11 @@ def distillation_loss(teacher, student):
     return 1.0 - ops.sum(teacher * student, axis=-1)
 
 
-def make_sequence(cache: Cache, settings: TrainSettings, with_features: bool = False):
+def make_sequence(cache: Cache, settings: TrainSettings, with_features: bool = False, with_embedding: bool = True):
     """A ``keras.utils.PyDataset`` of augmented batches, reshuffled every epoch.
 
     With ``with_features`` the targets are ``{"embedding": teacher, "features": 0}``
-    for :func:`feature_model`.
+    for :func:`feature_model` (without ``with_embedding``: the features only).
     """
     import keras
 
@@ -80,7 +91,7 @@ def make_sequence(cache: Cache, settings: TrainSettings, with_features: bool = F
             rng = np.random.default_rng([settings.seed, self.epoch, index])
             picks = self.order[index * settings.batch_size : (index + 1) * settings.batch_size]
             images = np.stack([augment(rng, cache.crops[i]) for i in picks]).astype(np.float32)
-            return images, targets(cache.teacher[picks], with_features)
+            return images, targets(cache.teacher[picks], with_features, with_embedding)
 
         def on_epoch_end(self) -> None:
             self.epoch += 1
@@ -89,38 +100,46 @@ def make_sequence(cache: Cache, settings: TrainSettings, with_features: bool = F
     return Batches()
 
 
-def targets(teacher: np.ndarray, with_features: bool):
+def targets(teacher: np.ndarray, with_features: bool, with_embedding: bool = True):
     """Training targets: the teacher embeddings, plus a dummy for the feature loss."""
     if not with_features:
         return teacher
-    return {"embedding": teacher, "features": np.zeros((len(teacher), 1), np.float32)}
+    features = np.zeros((len(teacher), 1), np.float32)
+    return {"embedding": teacher, "features": features} if with_embedding else {"features": features}
 
 
 FEATURE_TAPS = [f"conv_{index}_bn" for index in range(2, 15)]
 """Pre-activation outputs matched block by block when the activation changes."""
+STEM_TRAINED_BLOCKS = STEM_BLOCK + 1
+"""Blocks a stride-2 stem student retrains: those up to the stem block, and the next (more room at 56x56 to match)."""
+STEM_TAPS = [f"conv_{index}_bn" for index in range(STEM_BLOCK, 9)]
+"""Pre-activation outputs a stride-2 stem learns: from the first block whose shape matches SFace's to the first
+14x14 blocks, so the retrained blocks also answer for what the frozen ones after them make of their output."""
 
 
-def feature_model(student, teacher):
-    """One model giving the student's embedding and its block-wise feature error against ``teacher``.
+def feature_model(student, teacher, taps: list[str] = FEATURE_TAPS, with_embedding: bool = True):
+    """One model giving the student's block-wise feature error against ``teacher`` (and its embedding).
 
-    ``features`` is the mean over :data:`FEATURE_TAPS` of
-    ``mean((s - t)^2) / mean(t^2)`` per sample; its loss is the value itself.
+    ``features`` is the mean over ``taps`` of ``mean((s - t)^2) / mean(t^2)``
+    per sample; its loss is the value itself. Without ``with_embedding`` the
+    model stops at the last tap (the stem student: nothing later trains).
     """
     import keras
     from keras import ops
 
-    taps_of = lambda model: [model.get_layer(name).output for name in FEATURE_TAPS]  # noqa: E731
-    student_taps = keras.Model(student.input, [*taps_of(student), student.output])
+    taps_of = lambda model: [model.get_layer(name).output for name in taps]  # noqa: E731
+    student_taps = keras.Model(student.input, [*taps_of(student), *([student.output] if with_embedding else [])])
     teacher_taps = keras.Model(teacher.input, taps_of(teacher))
     teacher_taps.trainable = False
     face = keras.Input(student.input.shape[1:], name="face")
-    *ours, embedding = student_taps(face)
-    theirs = teacher_taps(face)
+    outputs = student_taps(face)
+    ours, theirs = outputs[: len(taps)], teacher_taps(face)
     errors = [ops.mean(ops.square(s - t), axis=(1, 2, 3)) / (ops.mean(ops.square(t), axis=(1, 2, 3)) + 1e-3)
               for s, t in zip(ours, theirs)]
-    features = ops.mean(ops.stack(errors, axis=1), axis=1, keepdims=True)
-    return keras.Model(face, {"embedding": keras.layers.Identity(name="embedding")(embedding),
-                              "features": keras.layers.Identity(name="features")(features)})
+    features = {"features": keras.layers.Identity(name="features")(ops.mean(ops.stack(errors, axis=1), axis=1, keepdims=True))}
+    if with_embedding:
+        features["embedding"] = keras.layers.Identity(name="embedding")(outputs[-1])
+    return keras.Model(face, features)
 
 
 def feature_loss(_, features):
@@ -136,13 +155,18 @@ def build_student(settings: TrainSettings):
     training (they must follow the changed activations) except the head's.
     With ``init_from``: that trained model's weights (its PReLU slopes dropped
     when the student uses ReLU), the same rule when the activation changes.
+    A stride-2 stem student (``stem_stride`` 2, PReLU, from SFace) trains only
+    the convolutions and slopes of blocks 1 to :data:`STEM_TRAINED_BLOCKS`.
     """
     import keras
 
     from kiosk.training.model import build_encoder, load_sface_weights, sface_encoder
 
     keras.utils.set_random_seed(settings.seed)
-    model = build_encoder(activation=settings.activation)
+    if settings.stem_stride != 1 and (settings.activation != "prelu" or settings.init_from or settings.from_scratch):
+        raise ValueError("a stride-2 stem student starts from SFace's own weights with its PReLU activation "
+                         "(--activation prelu, without --init-from or --from-scratch)")
+    model = build_encoder(activation=settings.activation, stem_stride=settings.stem_stride)
     if settings.from_scratch:
         return model, None
     if settings.init_from:
@@ -155,6 +179,10 @@ def build_student(settings: TrainSettings):
 
         start = sface_encoder()
         load_sface_weights(model, model_path(SFACE_FILE))
+    if settings.stem_stride != 1:
+        for layer in model.layers:
+            layer.trainable = _block_of(layer.name) <= STEM_TRAINED_BLOCKS and not isinstance(layer, keras.layers.BatchNormalization)
+        return model, start
     changed = any(isinstance(layer, keras.layers.PReLU) for layer in start.layers) != (settings.activation == "prelu")
     for layer in model.layers:
         if changed:
@@ -162,9 +190,14 @@ def build_student(settings: TrainSettings):
         elif isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
         elif not settings.init_from:
-            block = layer.name.split("_")
-            layer.trainable = not (block[0] == "conv" and block[1].isdigit() and int(block[1]) <= settings.freeze_blocks)
+            layer.trainable = _block_of(layer.name) > settings.freeze_blocks
     return model, (start if changed else None)
+
+
+def _block_of(layer_name: str) -> int:
+    """The block a layer belongs to (``conv_3_dw_bn``: 3); layers after the blocks (the head) count as block 99."""
+    parts = layer_name.split("_")
+    return int(parts[1]) if parts[0] == "conv" and len(parts) > 1 and parts[1].isdigit() else 99
 
 
 def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None) -> Path:
@@ -177,11 +210,14 @@ def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model, start = build_student(settings)
-    with_features = start is not None
-    batches = make_sequence(cache, settings, with_features)
+    with_features, with_embedding = start is not None, settings.stem_stride == 1
+    batches = make_sequence(cache, settings, with_features, with_embedding)
     total = settings.epochs * len(batches)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=total, warmup_target=None, alpha=0.05)
-    if with_features:
+    if not with_embedding:
+        trained = feature_model(model, start, STEM_TAPS, with_embedding=False)
+        trained.compile(optimizer=keras.optimizers.Adam(schedule), loss={"features": feature_loss})
+    elif with_features:
         trained = feature_model(model, start)
         trained.compile(optimizer=keras.optimizers.Adam(schedule), loss={"embedding": distillation_loss, "features": feature_loss},
                         loss_weights={"embedding": 1.0, "features": settings.feature_weight})
@@ -189,7 +225,7 @@ def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None)
         trained = model
         model.compile(optimizer=keras.optimizers.Adam(schedule), loss=distillation_loss)
     if validation is not None:
-        validation = (validation[0], targets(validation[1], with_features))
+        validation = (validation[0], targets(validation[1], with_features, with_embedding))
 
     class SaveEncoder(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None) -> None:
