@@ -168,3 +168,13 @@ def test_stem_student_trains_only_its_first_blocks_and_exports_as_such(tiny_run)
     metadata = json.loads((out / "encoder.json").read_text())
     assert metadata["architecture"]["stem_stride"] == 2 and "stride-2" in metadata["training"]["objective"]
     assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
+
+
+def test_stem_student_refuses_settings_it_cannot_start_from() -> None:
+    pytest.importorskip("keras")
+    from kiosk.errors import TrainingError
+    from kiosk.training.train import TrainSettings, build_student
+
+    for settings in (TrainSettings(stem_stride=2, activation="relu"), TrainSettings(stem_stride=2, activation="prelu", from_scratch=True)):
+        with pytest.raises(TrainingError, match="stride-2 stem student starts from SFace's own weights"):
+            build_student(settings)

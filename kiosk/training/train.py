@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kiosk.errors import TrainingError
 from kiosk.training.augment import augment
 from kiosk.training.model import STEM_BLOCK
 from kiosk.training.prepare import Cache
@@ -136,10 +137,10 @@ def feature_model(student, teacher, taps: list[str] = FEATURE_TAPS, with_embeddi
     ours, theirs = outputs[: len(taps)], teacher_taps(face)
     errors = [ops.mean(ops.square(s - t), axis=(1, 2, 3)) / (ops.mean(ops.square(t), axis=(1, 2, 3)) + 1e-3)
               for s, t in zip(ours, theirs)]
-    features = {"features": keras.layers.Identity(name="features")(ops.mean(ops.stack(errors, axis=1), axis=1, keepdims=True))}
+    named = {"features": keras.layers.Identity(name="features")(ops.mean(ops.stack(errors, axis=1), axis=1, keepdims=True))}
     if with_embedding:
-        features["embedding"] = keras.layers.Identity(name="embedding")(outputs[-1])
-    return keras.Model(face, features)
+        named["embedding"] = keras.layers.Identity(name="embedding")(outputs[-1])
+    return keras.Model(face, named)
 
 
 def feature_loss(_, features):
@@ -164,8 +165,8 @@ def build_student(settings: TrainSettings):
 
     keras.utils.set_random_seed(settings.seed)
     if settings.stem_stride != 1 and (settings.activation != "prelu" or settings.init_from or settings.from_scratch):
-        raise ValueError("a stride-2 stem student starts from SFace's own weights with its PReLU activation "
-                         "(--activation prelu, without --init-from or --from-scratch)")
+        raise TrainingError("a stride-2 stem student starts from SFace's own weights with its PReLU activation "
+                            "(--activation prelu, without --init-from or --from-scratch)")
     model = build_encoder(activation=settings.activation, stem_stride=settings.stem_stride)
     if settings.from_scratch:
         return model, None
