@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.pipelines import LABELS, PIPELINES, embedder, missing, model_files
-from bench.speed import ROOT, measure_all, table
+from bench.speed import ROOT, ROUNDS, measure_all, table
 from kiosk.encoder import DEFAULT_MODEL_DIR
 
 SECTIONS = ("accuracy", "speed", "liveness")
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
                 results["accuracy"] = accuracy(names, data, args.models)
             elif section == "speed":
                 frames = QUICK.frames if args.quick else FULL_FRAMES
-                results["speed"], failed = measure_all(names, data / "nuaa_train" / "live", frames, args.models)
+                results["speed"], failed = measure_all(names, data / "nuaa_train" / "live", frames, args.models,
+                                                         1 if args.quick else ROUNDS)
                 skipped |= failed
                 print(table(results["speed"]))
             else:

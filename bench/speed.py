@@ -11,9 +11,10 @@ here with the liveness check off: the peers have none).
 
 Each pipeline runs in its own process, on 1 thread and on all cores, so the
 peak resident memory is that of a process running only that pipeline. Frames
-are read before each timed call, not held in memory. Prints median and p90
-milliseconds per frame and the ratios to face-kiosk. ``python -m bench`` runs
-this as its speed section; alone:
+are read before each timed call, not held in memory. The runs are repeated in
+turns (:data:`ROUNDS`) and their frames pooled. Prints median, p90 and mean
+milliseconds per frame, the ratios to face-kiosk (of medians and of means) and
+the CPU's int8 features. ``python -m bench`` runs this as its speed section; alone:
 
     python -m bench.speed --frames ../shared/data/nuaa_train/live --count 100
 """
@@ -51,6 +52,15 @@ def read_frame(path: Path) -> np.ndarray:
     return frame if frame.shape[:2] == (480, 640) else cv2.resize(frame, (640, 480))
 
 
+def camera_frames(folder: Path) -> list[Path]:
+    """The frames under ``folder`` in the order the camera took them: folder by folder, each in
+    :func:`kiosk.camera.frame_order` (NUAA's frame numbers are not zero-padded)."""
+    from kiosk.camera import frame_order
+    from kiosk.images import image_files
+
+    return sorted(image_files(folder), key=lambda path: (path.parent, frame_order(path)))
+
+
 def per_frame(name: str, models: Path, threads: int) -> Callable[[np.ndarray], bool]:
     """A callable(frame) -> whether a face was embedded, doing the pipeline's full per-frame work."""
     if name != "face-kiosk":
@@ -85,8 +95,12 @@ def measure(name: str, files: list[Path], models: Path, threads: int) -> dict:
         start = time.perf_counter()
         found += run(frame)
         times.append(1000 * (time.perf_counter() - start))
-    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "frames_with_face": found,
-            "frames": len(files), "peak_rss_mb": peak_rss_mb()}
+    return summary(times) | {"frames_with_face": found, "frames": len(files), "peak_rss_mb": peak_rss_mb(), "times_ms": times}
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    """Median, 90th percentile and mean of per-frame milliseconds."""
+    return {"median_ms": float(np.median(times)), "p90_ms": float(np.percentile(times, 90)), "mean_ms": float(np.mean(times))}
 
 
 def peak_rss_mb() -> float:
@@ -101,12 +115,20 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 1024)  # bytes on macOS
 
 
-def measure_all(names: list[str], frames: Path, count: int, models: Path) -> tuple[Results, dict[str, str]]:
-    """Each pipeline in its own process at 1 thread and all cores; returns results and notes on failures."""
+ROUNDS = 3
+"""Runs of each pipeline, taken in turns (all pipelines once, then again), their frames pooled: a shared or
+throttling machine slows whichever pipeline runs at that moment, and turns spread that over all of them."""
+
+
+def measure_all(names: list[str], frames: Path, count: int, models: Path,
+                rounds: int = ROUNDS) -> tuple[Results, dict[str, str]]:
+    """Each pipeline in its own process at 1 thread and all cores, ``rounds`` times in turns; returns results
+    (pooled over the rounds) and notes on failures."""
     thread_counts = sorted({1, os.cpu_count() or 1})
-    results: Results = {}
+    runs: dict[str, dict[int, list[dict]]] = {}
     failed: dict[str, str] = {}
-    for name, threads in tqdm([(n, t) for n in names for t in thread_counts], desc="speed", unit="run"):
+    plan = [(n, t) for _ in range(rounds) for n in names for t in thread_counts]
+    for name, threads in tqdm(plan, desc="speed", unit="run"):
         if name in failed:
             continue
         done = subprocess.run([sys.executable, "-m", "bench.speed", "--child", name, "--threads", str(threads),
@@ -115,25 +137,34 @@ def measure_all(names: list[str], frames: Path, count: int, models: Path) -> tup
         if done.returncode != 0:
             lines = done.stderr.strip().splitlines()
             failed[name] = f"failed: {lines[-1] if lines else f'exit status {done.returncode}'}"
-            results.pop(name, None)
+            runs.pop(name, None)
             continue
-        results.setdefault(name, {})[threads] = json.loads(done.stdout.strip().splitlines()[-1])
+        runs.setdefault(name, {}).setdefault(threads, []).append(json.loads(done.stdout.strip().splitlines()[-1]))
+    results: Results = {
+        name: {threads: summary([ms for run in done for ms in run["times_ms"]])
+               | {"frames_with_face": min(run["frames_with_face"] for run in done), "frames": done[0]["frames"],
+                  "rounds": len(done), "peak_rss_mb": max(run["peak_rss_mb"] for run in done)}
+               for threads, done in by_threads.items()}
+        for name, by_threads in runs.items()}
     return results, failed
 
 
-def ratio(results: Results, name: str, threads: int) -> float:
-    """Median time per frame of ``name`` over face-kiosk's at the same thread count (nan without face-kiosk)."""
+def ratio(results: Results, name: str, threads: int, statistic: str = "median_ms") -> float:
+    """Median (or ``statistic``) time per frame of ``name`` over face-kiosk's at the same thread count (nan without
+    face-kiosk)."""
     base = results.get("face-kiosk", {}).get(threads)
-    return results[name][threads]["median_ms"] / base["median_ms"] if base else float("nan")
+    return results[name][threads][statistic] / base[statistic] if base else float("nan")
 
 
 def table(results: Results) -> str:
     """A plain-text table for the terminal."""
-    lines = [f"{'pipeline':32s} {'threads':>7s} {'median ms':>10s} {'p90 ms':>8s} {'faces':>8s} {'peak RSS MB':>12s} {'x face-kiosk':>13s}"]
+    lines = [f"{'pipeline':32s} {'threads':>7s} {'median ms':>10s} {'p90 ms':>8s} {'mean ms':>8s} {'faces':>8s} "
+             f"{'peak RSS MB':>12s} {'x face-kiosk':>13s} {'(means)':>8s}"]
     for name, by_threads in results.items():
         for threads, r in by_threads.items():
-            lines.append(f"{LABELS[name]:32s} {threads:7d} {r['median_ms']:10.1f} {r['p90_ms']:8.1f} "
-                         f"{r['frames_with_face']:4d}/{r['frames']:<3d} {r['peak_rss_mb']:12.0f} {ratio(results, name, threads):13.2f}")
+            lines.append(f"{LABELS[name]:32s} {threads:7d} {r['median_ms']:10.1f} {r['p90_ms']:8.1f} {r['mean_ms']:8.1f} "
+                         f"{r['frames_with_face']:4d}/{r['frames']:<3d} {r['peak_rss_mb']:12.0f} {ratio(results, name, threads):13.2f} "
+                         f"{ratio(results, name, threads, 'mean_ms'):8.2f}")
     return "\n".join(lines)
 
 
@@ -143,19 +174,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--count", type=int, default=100, help="frames per run (consecutive, as a camera delivers them)")
     parser.add_argument("--models", type=Path, default=DEFAULT_MODEL_DIR, help="face-kiosk's model folder")
     parser.add_argument("--pipelines", nargs="+", default=list(PIPELINES), choices=PIPELINES)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"runs of each pipeline, in turns (default {ROUNDS})")
     parser.add_argument("--child", choices=PIPELINES, help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from kiosk.images import image_files
-
     if args.child:
-        print(json.dumps(measure(args.child, image_files(args.frames)[:args.count], args.models, args.threads)))
+        print(json.dumps(measure(args.child, camera_frames(args.frames)[:args.count], args.models, args.threads)))
         return
     skipped = {name: note for name in args.pipelines if (note := missing(name, args.models))}
-    results, failed = measure_all([n for n in args.pipelines if n not in skipped], args.frames, args.count, args.models)
+    results, failed = measure_all([n for n in args.pipelines if n not in skipped], args.frames, args.count, args.models,
+                                  args.rounds)
     for name, note in (skipped | failed).items():
         print(f"{name}: skipped ({note})")
-    print(f"\n{args.count} frames of {args.frames} (640x480), {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    from bench.report import cpu_int8_features, cpu_model
+
+    print(f"\n{args.count} frames of {args.frames} (640x480), {args.rounds} rounds, {time.strftime('%Y-%m-%d')}; "
+          f"CPU {cpu_model()}, {os.cpu_count()} cores, int8 features: {cpu_int8_features()}")
     print(table(results))
 
 

@@ -8,7 +8,7 @@ XNNPACK and OpenCV pick their AVX2/FMA kernels, and a QEMU plugin (``bench/qemu_
 instructions of every frame. The counts are exact; time per frame is proportional to them only as far as
 the pipelines' instructions per cycle are alike (all are dominated by SIMD convolution and Haar/pyramid
 loops), so the ratio of counts is an estimate of the speed ratio on such a CPU, not a timing. A real
-AVX2-only machine replaces it: ``python -m bench --sections speed`` there.
+AVX2-only machine replaces it: ``python -m bench`` there (its speed section times them).
 
     python -m bench.x86_estimate                      # 20 NUAA frames per pipeline, a few minutes; needs qemu-user and gcc
 """

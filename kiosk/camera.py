@@ -3,7 +3,7 @@
 - ``picamera``: the Pi camera through picamera2 (imported only when chosen).
 - an integer (``0``): a USB camera by index, through OpenCV.
 - ``rtsp://...``, ``http://...`` or a video file: OpenCV.
-- a folder of images: played in file-name order (tests, the demo, replaying incidents).
+- a folder of images: played in file-name order, numbers by value (tests, the demo, replaying incidents).
 
 A failing source raises :class:`CameraError`; a finished one (end of a file
 or folder) raises :class:`EndOfStream`. :class:`ReconnectingCamera` retries a
@@ -12,6 +12,7 @@ lost camera with exponential backoff while the door stays locked.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,12 +45,19 @@ class Camera(Protocol):
     def close(self) -> None: ...
 
 
+def frame_order(path: Path) -> tuple:
+    """Sort key of a recorded frame's file: its name with the numbers in it compared by value, so that
+    ``frame_9.jpg`` plays before ``frame_10.jpg`` (camera tools rarely pad the frame number)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name) if part)
+
+
 class FolderCamera:
-    """Images of a folder, in file-name order, as consecutive frames."""
+    """Images of a folder, in file-name order (:func:`frame_order`), as consecutive frames."""
 
     def __init__(self, folder: Path, loop: bool = False) -> None:
         self.folder = Path(folder)
-        self.files = sorted(p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if self.folder.is_dir() else []
+        files = [p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES] if self.folder.is_dir() else []
+        self.files = sorted(files, key=frame_order)
         if not self.files:
             raise CameraError(f"no images in {self.folder}")
         self.loop = loop

@@ -116,3 +116,14 @@ def test_loading_a_model_prints_nothing(capfd):
     assert np.isfinite(encoder.embed(np.zeros((112, 112, 3), np.uint8))).all()
     captured = capfd.readouterr()
     assert "XNNPACK" not in captured.err and captured.out == ""
+
+
+def test_a_folder_of_frames_plays_in_the_order_they_were_taken(tmp_path):
+    """Camera tools rarely pad frame numbers: frame 9 comes before frame 10, not after frame 1."""
+    import cv2
+
+    for number in (10, 9, 1, 100):
+        cv2.imwrite(str(tmp_path / f"door_{number}.png"), np.full((4, 4, 3), number, np.uint8))
+    camera = FolderCamera(tmp_path)
+    assert [path.name for path in camera.files] == ["door_1.png", "door_9.png", "door_10.png", "door_100.png"]
+    assert [int(camera.read()[0, 0, 0]) for _ in range(4)] == [1, 9, 10, 100]

@@ -70,6 +70,7 @@ def test_quick_run_writes_tables_plots_and_sane_numbers(tmp_path: Path, monkeypa
         for run in by_threads.values():
             assert 0 < run["median_ms"] <= run["p90_ms"] < 10_000
             assert 20 < run["peak_rss_mb"] < 4000 and run["frames"] == 20
+            assert run["rounds"] == 1 and 0 < run["mean_ms"] < 10_000
     for mode in ("texture",):
         rates = results["liveness"]["modes"][mode]
         assert all(0.0 <= rates[k] <= 1.0 for k in ("apcer", "bpcer", "acer"))

@@ -456,3 +456,18 @@ def test_a_larger_box_that_is_no_face_does_not_hide_the_owner(rig_factory, tmp_p
     assert next(i for i, r in enumerate(reports) if r.relay_on) == 2, "the owner opens on the third frame, as without the box"
     assert all(r.faces == 1 for r in reports)
     assert len(full_scans) == 1, "after the first scan the tracker follows the owner's face, not the box"
+
+
+def test_the_door_follows_the_face_by_its_points_and_sees_it_leave(rig_factory):
+    """Between full scans the door follows the owner's face by its landmark points (no Haar search); when the
+    owner steps away the points stay on the doorstep, the encoder refuses that crop, and the frame shows no face."""
+    rig = rig_factory(OWNER + [EMPTY, EMPTY])
+    rig.enrol_owner()
+    door = rig.start()
+    followed = []
+    follow = door.tracker._follow
+    door.tracker._follow = lambda image, last: followed.append(last) or follow(image, last)
+    reports = [door.process_frame() for _ in range(len(OWNER) + 2)]
+    assert any(r.relay_on for r in reports[:len(OWNER)]), "the owner still gets in"
+    assert len(followed) >= 2 * len(OWNER) // 3, "between full scans (every 5th frame) the owner is followed by the points"
+    assert [r.faces for r in reports[-2:]] == [0, 0], "the owner left: no face, not the points' ghost"

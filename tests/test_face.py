@@ -301,3 +301,58 @@ def test_half_a_face_at_the_edge_is_not_made_whole_by_the_mirrored_border():
         (cx, cy), w = face.center, face.w
         half = cv2.cvtColor(image[int(cy - 0.7 * w):int(cy + 0.7 * w), int(cx):int(cx + 0.8 * w)], cv2.COLOR_BGR2GRAY)
         assert finder._detect_filling(half, 1.0, TURNED_BORDER, finder._alt, finder.TURNED_NEIGHBORS) == [], path.name
+
+
+def test_a_confirmed_face_is_followed_by_its_points_between_full_scans():
+    """With a landmark stage the tracker follows the face by its points, only once the caller confirmed it (a
+    usable embedding); a followed face that jumps or leaves the frame ends the following with a full scan."""
+    from kiosk.face import Face, FaceTracker
+
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    frame[100:350, 150:400] = read_image(PHOTO)
+    finder = FaceFinder()
+    moves: list[tuple[float, float]] = []
+
+    def follow(image, last):
+        dx, scale = moves.pop(0)
+        points = last.points + dx
+        return Face(last.x + dx, last.y, last.w * scale, last.h * scale, 0.0, (last.center[0] + dx, last.center[1]),
+                    "landmarks", points=points)
+
+    tracker = FaceTracker(finder, full_every=5, follow=follow)
+    found = tracker.find(frame)[0]
+    assert found.pass_name == "haar" and found.points is None
+    assert tracker.find(frame)[0].pass_name == "haar-track", "not confirmed: the Haar window search, as before"
+    points = np.array([[250.0, 200.0], [300.0, 200.0], [275.0, 230.0], [255.0, 260.0], [295.0, 260.0]])
+    tracker.follow(found, points)
+    moves.extend([(4.0, 1.0)] * 4)
+    names = []
+    for _ in range(4):
+        face = tracker.find(frame)[0]
+        names.append(face.pass_name)
+        tracker.follow(face, face.points)
+    assert names == ["landmarks"] * 4 and np.allclose(face.points, points + 16)
+    assert tracker.find(frame)[0].pass_name == "haar", "every full_every frames the whole frame is scanned"
+
+    tracker.follow(found, points)
+    moves.append((0.0, 1.8))  # the points jumped to something twice the size: not the same face
+    assert tracker.find(frame)[0].pass_name == "haar"
+    tracker.follow(found, points)
+    moves.append((900.0, 1.0))  # off the frame
+    assert tracker.find(frame)[0].pass_name == "haar"
+    assert not moves
+
+
+def test_the_box_of_a_followed_face_puts_its_points_where_the_crop_template_has_them():
+    from kiosk.face import CROP_GEOMETRY, Face, crop_transform, face_at_points, points_from_crop
+
+    template = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.55], [0.35, 0.72], [0.65, 0.72]])
+    face = Face(200.0, 120.0, 150.0, 150.0, 0.0, (275.0, 195.0), "haar")
+    points = points_from_crop(crop_transform(face, size=64), template, 64)
+    again = face_at_points(points, template)
+    assert np.allclose(again.center, face.center) and again.w == pytest.approx(face.w) and again.h == again.w
+    assert again.pass_name == "landmarks" and np.allclose(again.points, points)
+    assert again.x == pytest.approx(face.x) and again.y == pytest.approx(face.y)
+    assert CROP_GEOMETRY.scale > 1
+    with pytest.raises(ValueError, match="face box"):
+        face_at_points(np.repeat(points[:1], 5, axis=0), template)
