@@ -76,7 +76,7 @@ def guest(frames: int, warmup: int) -> None:
     for _ in range(warmup):
         stages.run(camera.read(), time.monotonic())
     stages.tracker.find = marked(STAGES.index("detect"), stages.tracker.find)
-    stages.pipeline.align = marked(STAGES.index("align"), stages.pipeline.align)
+    stages.pipeline.encoder_input = marked(STAGES.index("align"), stages.pipeline.encoder_input)
     stages.pipeline.encoder.embed_with_strength = marked(STAGES.index("encode"), stages.pipeline.encoder.embed_with_strength)
     if stages.liveness is not None:
         stages.liveness.check = marked(STAGES.index("liveness"), stages.liveness.check)

@@ -33,13 +33,13 @@ from kiosk.config import Config
 from kiosk.decision import DoorDecision, Event, Led, Liveness, Observation, Step
 from kiosk.enroll import ButtonEnrollment, door_live_scores
 from kiosk.errors import ConfigError, EndOfStream, FaceKioskError, GalleryError
-from kiosk.face import AttemptBoundary, Face
+from kiosk.face import AttemptBoundary, Face, FaceTracker
 from kiosk.gallery import Gallery, snapshot_name
 from kiosk.gpio import DoorHardware
 from kiosk.liveness import LivenessCheck, NoLivenessCheck
 from kiosk.match import Match, match
 from kiosk.openset import Cohort, DoorThreshold, door_threshold
-from kiosk.pipeline import FacePipeline, lost_follow, without_refused
+from kiosk.pipeline import FacePipeline, without_refused
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Door:
         self.wall_clock = wall_clock
         """The door's local time, for schedules (``clock`` is monotonic, for the decision's intervals)."""
         self.liveness = liveness or NoLivenessCheck()
-        self.tracker = pipeline.tracker()
+        self.tracker = FaceTracker(pipeline.finder)
         self.decision = DoorDecision(config.decision)
         self.enrollment: ButtonEnrollment | None = None
         self._button_was_pressed = False
@@ -167,9 +167,7 @@ class Door:
             embedded = self.pipeline.embed_faces(frame, faces)
             if embedded.face is not faces[0]:  # the larger boxes were no faces: the door follows the one that is
                 faces = without_refused(faces, embedded)
-            self.tracker.follow(embedded.face, embedded.points if embedded.usable else None)
-            if lost_follow(embedded):
-                faces, embedded = [], None
+                self.tracker.follow(embedded.face)
             timings["encode"] = _ms(start)
 
         start = time.perf_counter()

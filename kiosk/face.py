@@ -20,7 +20,7 @@ pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -59,8 +59,6 @@ class Face:
     found in; ``angle`` is the rotation in degrees (OpenCV convention,
     counter-clockwise) that was applied to the image to make the face
     upright, and ``center`` the box centre in original image coordinates.
-    ``points``: the five face points (image pixels) of a face the door followed
-    by them (:class:`FaceTracker`), which the encoder's alignment then uses as they are.
     """
 
     x: float
@@ -70,7 +68,6 @@ class Face:
     angle: float
     center: tuple[float, float]
     pass_name: str
-    points: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> float:
@@ -312,33 +309,26 @@ def self_quotient(gray: np.ndarray) -> np.ndarray:
 
 
 class FaceTracker:
-    """Frame-to-frame detection for the door: look near the last face first.
+    """Frame-to-frame detection for the door: search near the last face first.
 
     A face at the door moves little between frames, so after a detection the
-    next frame is not scanned whole. With a landmark stage (``follow``: an
-    aligned encoder's :meth:`kiosk.landmarks.Landmarker.follow`) the face is
-    followed by its five points: the landmark CNN looks at the crop that puts
-    the last frame's points where a face's points lie, which costs a look of
-    the CNN instead of a Haar search. Only a face whose embedding the encoder
-    found usable is followed (the caller confirms it with :meth:`follow` and
-    its points); a followed face that jumps (:func:`same_track`) or leaves the
-    frame ends the following. Without a landmark stage the next frame is
-    searched by Haar in a window around the last face (twice the box size) at
-    scales close to it. Every ``full_every`` frames, and whenever the face is
-    not found near its last place, the whole frame is scanned, so a new or
-    larger face is never missed for long.
+    next frame is searched only in a window around it (:attr:`WINDOW_SPAN`
+    times the box size) and at scales close to it: a few milliseconds instead
+    of a full-frame scan. Every ``full_every`` frames, and whenever the window
+    finds nothing, the whole frame is scanned, so a new or larger face is never
+    missed for long. The boxes are ordinary Haar boxes: the crop is the same as
+    in training.
 
-    Following by points was chosen on the NUAA live webcam sessions (frames
-    about 12 apart in each recording, many times the motion between two frames
-    of a door camera), scored against each subject's template from the other sessions: mean
-    genuine score 0.7189 with two looks per followed frame against 0.7176 with
-    a Haar box and three looks on every frame (1st percentile 0.559 and 0.563;
-    one look: 0.7113 and 0.430). On an AVX2-only EPYC it costs about 1 ms per
-    frame where the Haar window search cost 4.8 ms and its three looks 2.2 ms
-    (2026-12-02). The Haar window search was chosen on 300 NUAA webcam frames
-    against a full-frame scan of each frame: box centres within 1.3% of the
-    face width (median; 2.5% p90), box sizes within -3%/+5% (p10/p90), a
-    rescan on 2% of frames.
+    The window search settings were chosen on 372 pairs of consecutive NUAA
+    webcam frames (frames about 12 camera frames apart, the face found in both
+    by a full scan) against the full scan of the second frame, on one thread of
+    an AVX2-only EPYC (2026-12-02): a window 1.6 box widths wide, scanned 128 px
+    wide in scale steps of 1.25, took 2.7 ms per frame, found the face in 370
+    of them, with box centres within 1.7% of the face width (median; 3.1% p90)
+    and box sizes 0.99-1.07 of the full scan's (p10-p90). The settings before
+    (a window of 2 box widths, steps of 1.15) took 4.3 ms for 371 of them,
+    1.4%/2.5% and 0.97-1.04; 96 px windows or a window of 2 box widths in
+    steps of 1.25 were no faster for the faces they found, or missed more.
 
     Most frames at a door are empty, and all the extra passes (tilted, turned;
     :meth:`FaceFinder.extra_pass_names`) would make each of them cost about
@@ -349,18 +339,18 @@ class FaceTracker:
     extra pass found is looked for with that pass again.
     """
 
+    WINDOW_SPAN = 1.6
+    """The search window's side, in widths of the last face's box, about its centre."""
     WINDOW_WIDTH = 128
-    """The search window (twice the last face's size) is scanned at most this wide."""
+    """The search window is scanned at most this wide."""
     SIZE_RANGE = (0.8, 1.25)
     """Face sizes searched, relative to the last face."""
-    SCALE_FACTOR = 1.15
+    SCALE_FACTOR = 1.25
     """Scale step of the window search (the full scan uses the finder's own)."""
 
-    def __init__(self, finder: FaceFinder, full_every: int = 5,
-                 follow: Callable[[np.ndarray, Face], Face] | None = None) -> None:
+    def __init__(self, finder: FaceFinder, full_every: int = 5) -> None:
         self.finder = finder
         self.full_every = full_every
-        self._follow = follow
         self._last: Face | None = None
         self._since_full = 0
         self._extra = 0
@@ -375,24 +365,22 @@ class FaceTracker:
             faces = self.finder.find(image, extra=self._extra)
             self._since_full = 0
             self._extra += not faces
-        self._last = replace(faces[0], points=None) if faces else None  # followed by its points only once confirmed
+        self._last = faces[0] if faces else None
         return faces
 
-    def follow(self, face: Face, points: np.ndarray | None = None) -> None:
-        """Look near ``face`` in the next frame (the door chose it over a larger box that was not a usable face);
-        with ``points`` (its five points, of an embedding the encoder found usable) follow those."""
-        self._last = replace(face, points=points)
+    def follow(self, face: Face) -> None:
+        """Search near ``face`` in the next frame (the door chose it over a larger box that was not a usable face)."""
+        self._last = face
 
     def _near(self, image: np.ndarray, last: Face) -> list[Face]:
-        if last.points is not None and self._follow is not None:
-            return self._followed(image, last, self._follow)
         if last.angle or not last.pass_name.startswith("haar"):
             return []  # tilted and turned faces are re-found by the full scan (the window search is upright, frontal)
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         height, width = gray.shape
         cx, cy, side = last.center[0], last.center[1], last.w
-        x0, y0 = int(max(0, cx - side)), int(max(0, cy - side))
-        x1, y1 = int(min(width, cx + side)), int(min(height, cy + side))
+        half = self.WINDOW_SPAN * side / 2
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(width, cx + half)), int(min(height, cy + half))
         window = gray[y0:y1, x0:x1]
         if window.size == 0:
             return []
@@ -410,17 +398,6 @@ class FaceTracker:
             for x, y, w, h in np.asarray(boxes).reshape(-1, 4)
         ]
         return drop_enclosing(faces)
-
-    @staticmethod
-    def _followed(image: np.ndarray, last: Face, follow: Callable[[np.ndarray, Face], Face]) -> list[Face]:
-        """The face followed by its points, or nothing (a full scan follows) when it jumped or left the frame."""
-        try:
-            face = follow(image, last)
-        except ValueError:  # the points collapsed: no alignment exists
-            return []
-        height, width = image.shape[:2]
-        inside = 0 <= face.center[0] < width and 0 <= face.center[1] < height
-        return [face] if inside and same_track(last, face) else []
 
 
 TRACK_MAX_SHIFT = 0.5
@@ -520,24 +497,6 @@ ALIGNED_TEMPLATE = np.array(
     dtype=np.float32,
 )
 """Where the eyes, nose tip and mouth corners go in an aligned 112x112 face (SFace's and ArcFace's template)."""
-
-
-def face_at_points(points: np.ndarray, crop_template: np.ndarray, pass_name: str = "landmarks") -> Face:
-    """The upright box whose crop (:func:`crop_face`) puts ``points`` (five image points) where ``crop_template``
-    (fractions of the crop side) has them, as well as a scale and a shift can: the Haar box a face with these
-    points has on average, for a face the door follows by its points (the liveness check and the attempt
-    boundary read boxes). The face keeps ``points``."""
-    points = np.asarray(points, np.float64)
-    template = np.asarray(crop_template, np.float64)
-    centred = template - template.mean(0)
-    side = float((centred * (points - points.mean(0))).sum() / (centred ** 2).sum())
-    if not side > 0:
-        raise ValueError("the five face points do not define a face box")
-    left, top = points.mean(0) - side * template.mean(0)
-    w = side / CROP_GEOMETRY.scale
-    cx, cy = left + side / 2 - CROP_GEOMETRY.dx * w, top + side / 2 - CROP_GEOMETRY.dy * w
-    return Face(x=cx - w / 2, y=cy - w / 2, w=w, h=w, angle=0.0, center=(float(cx), float(cy)), pass_name=pass_name,
-                points=points)
 
 
 def crop_points_to_image(face: Face, points: np.ndarray, size: int) -> np.ndarray:

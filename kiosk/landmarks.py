@@ -6,8 +6,7 @@ eyes, nose tip and mouth corners are; :func:`kiosk.face.aligned_crop` then moves
 canonical template. The CNN then looks again (:data:`REFINEMENTS`): on a crop that puts its first points
 where the faces it learned from had theirs on average, upright and at their usual size, so what is left
 of the Haar box's offset, scale and the head's roll no longer moves the points. It costs about 0.3 ms
-per look and keeps the mandated Haar detector. At the door the same looks follow a face from frame to
-frame by its points (:meth:`Landmarker.follow`), between the Haar scans that find it.
+per look and keeps the mandated Haar detector.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import numpy as np
 
 from kiosk.encoder import DEFAULT_MODEL_DIR, BadField, number_field, text_field, load_verified_model, read_metadata, run_interpreter
 from kiosk.errors import ModelError
-from kiosk.face import Face, crop_face, crop_points_to_image, face_at_points, points_from_crop, similarity_crop
+from kiosk.face import Face, crop_face, crop_points_to_image, points_from_crop, similarity_crop
 
 LANDMARK_FILE = "landmarks.tflite"
 LANDMARK_METADATA = "landmarks.json"
@@ -32,11 +31,6 @@ REFINEMENTS = 2
 Chosen on wild CelebA's calibration half (50 people never used for training, shipped encoder, 2026-12-01):
 TAR at FAR 1e-3 78.3% with the first look alone, 79.8% with one later look, 80.5% with two (1e-4: 72.6, 74.2,
 74.7%); the evaluation half agreed (82.5, 83.7, 84.2%). Each look costs about 0.3 ms."""
-FOLLOW_LOOKS = 2
-"""Looks of the CNN on a frame where the door follows a face by its last points (:class:`kiosk.face.FaceTracker`),
-each at the crop that puts the previous points on the crop template. On NUAA's live webcam sessions (frames about
-12 apart) two looks scored genuine faces like a Haar box and 1 + :data:`REFINEMENTS` looks on every frame (mean 0.7189
-against 0.7176, 1st percentile 0.559 against 0.563); one look fell behind (0.7113, 1st percentile 0.430)."""
 
 
 @dataclass(frozen=True)
@@ -79,15 +73,6 @@ class Landmarker:
         then :data:`REFINEMENTS` looks at the crop that puts the previous points on the crop template."""
         return looked_points(self.crop_points, image, face, self.info.input_size, self.info.crop_template)
 
-    def follow(self, image: np.ndarray, face: Face) -> Face:
-        """``face`` (one with ``points``, from the previous frame) in ``image``: :data:`FOLLOW_LOOKS` looks starting
-        from its points, and the box those points have on average (:func:`kiosk.face.face_at_points`)."""
-        if face.points is None:
-            raise ValueError("only a face with points can be followed")
-        points = refined_points(self.crop_points, image, face.points, self.info.input_size, self.info.crop_template,
-                                FOLLOW_LOOKS)
-        return face_at_points(points, self.info.crop_template)
-
 
 def looked_points(look: Callable[[np.ndarray], np.ndarray], image: np.ndarray, face: Face, size: int,
                   template: np.ndarray) -> np.ndarray:
@@ -95,14 +80,7 @@ def looked_points(look: Callable[[np.ndarray], np.ndarray], image: np.ndarray, f
     Haar crop, then :data:`REFINEMENTS` looks at the crop that moves the previous points onto ``template``.
     The one implementation of the door's points; the training tool passes its Keras model as ``look``."""
     points = crop_points_to_image(face, look(crop_face(image, face, size=size)), size)
-    return refined_points(look, image, points, size, template, REFINEMENTS)
-
-
-def refined_points(look: Callable[[np.ndarray], np.ndarray], image: np.ndarray, points: np.ndarray, size: int,
-                   template: np.ndarray, looks: int) -> np.ndarray:
-    """``points`` (image pixels) after ``looks`` looks, each at the crop that moves the previous points onto
-    ``template`` (crop fractions)."""
-    for _ in range(looks):
+    for _ in range(REFINEMENTS):
         crop, matrix = similarity_crop(image, points, template * size, size)
         points = points_from_crop(matrix, look(crop), size)
     return points

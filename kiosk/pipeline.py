@@ -9,7 +9,7 @@ import numpy as np
 
 from kiosk.encoder import DEFAULT_MODEL_DIR, Encoder
 from kiosk.errors import ModelError
-from kiosk.face import DetectorSettings, Face, FaceFinder, FaceTracker, aligned_crop, crop_face
+from kiosk.face import DetectorSettings, Face, FaceFinder, aligned_crop, crop_face
 from kiosk.landmarks import Landmarker
 
 
@@ -21,7 +21,6 @@ class FaceEmbedding:
     :meth:`kiosk.encoder.Encoder.embed_with_strength`): such a face counts as
     not acquired, it is never matched or enrolled. ``enrollable``: strong
     enough to become a template (:attr:`kiosk.encoder.Encoder.min_enrol_strength`).
-    ``points``: the five points the crop was aligned by (None for a Haar-crop model).
     """
 
     face: Face
@@ -30,7 +29,6 @@ class FaceEmbedding:
     strength: float = 0.0
     usable: bool = True
     enrollable: bool = True
-    points: np.ndarray | None = None
 
 
 class FacePipeline:
@@ -50,30 +48,19 @@ class FacePipeline:
                                  f"(sha256 {self.landmarker.info.sha256[:12]}..., the encoder expects {str(expected)[:12]}...); "
                                  "reinstall face-kiosk or copy both models from one training run")
 
-    def tracker(self) -> FaceTracker:
-        """The door's frame-to-frame detection on this pipeline's finder: a face is followed by its points when
-        the encoder takes aligned faces (:class:`kiosk.face.FaceTracker`)."""
-        return FaceTracker(self.finder, follow=self.landmarker.follow if self.landmarker else None)
-
     def encoder_input(self, image: np.ndarray, face: Face) -> np.ndarray:
         """The RGB crop the encoder takes for ``face``: the one preprocessing of the door and the training tool."""
-        return self.align(image, face)[0]
-
-    def align(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, np.ndarray | None]:
-        """(:meth:`encoder_input`, the five points it was aligned by: the followed face's own, else the landmark
-        stage's; None for a Haar-crop model)."""
         size = self.encoder.input_size
         if self.landmarker is None:
-            return crop_face(image, face, size=size), None
-        points = face.points if face.points is not None else self.landmarker.points(image, face)
-        return aligned_crop(image, points, size=size), points
+            return crop_face(image, face, size=size)
+        return aligned_crop(image, self.landmarker.points(image, face), size=size)
 
     def embed_face(self, image: np.ndarray, face: Face) -> FaceEmbedding:
         """Embed one already-detected face of ``image``."""
-        crop, points = self.align(image, face)
+        crop = self.encoder_input(image, face)
         embedding, strength = self.encoder.embed_with_strength(crop)
         return FaceEmbedding(face, crop, embedding, strength, strength >= self.encoder.min_strength,
-                             strength >= self.encoder.min_enrol_strength, points)
+                             strength >= self.encoder.min_enrol_strength)
 
     def embed_largest(self, image: np.ndarray) -> FaceEmbedding | None:
         """Embed the largest usable face in a BGR photo; None when no usable face is found.
@@ -115,10 +102,3 @@ def without_refused(faces: list[Face], embedded: FaceEmbedding | None) -> list[F
     if embedded is None or not embedded.usable:
         return faces
     return faces[faces.index(embedded.face):]
-
-
-def lost_follow(embedded: FaceEmbedding) -> bool:
-    """Whether ``embedded`` is a face the door followed by its points (:class:`kiosk.face.FaceTracker`) whose
-    embedding the encoder refused: the face left (the points stayed on what was behind it), so the frame
-    counts as showing no face and the next one is scanned whole. Haar, not the landmark stage, finds faces."""
-    return embedded.face.points is not None and not embedded.usable

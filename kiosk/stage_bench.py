@@ -39,9 +39,9 @@ from kiosk.config import Config
 from kiosk.decision import DoorDecision, Liveness, Observation
 from kiosk.demo import demo_data
 from kiosk.door import FrameReport, stage_summary
+from kiosk.face import FaceTracker
 from kiosk.gallery import Templates
 from kiosk.match import match
-from kiosk.pipeline import FaceEmbedding, lost_follow
 
 STAGES = ("capture", "detect", "align", "encode", "liveness", "match", "decide")
 THROTTLE_FLAGS = {
@@ -55,9 +55,8 @@ THROTTLE_FLAGS = {
 class DoorStages:
     """The door's per-frame work on one frame at a time, each stage timed.
 
-    Detection is tracked as the door tracks it (:meth:`kiosk.pipeline.FacePipeline.tracker`:
-    the face followed by its points, or a Haar window around it, a full scan
-    every 5th frame); the largest face gets the encoder input the
+    Detection is tracked as the door tracks it (a window around the last face,
+    a full scan every 5th frame); the largest face gets the encoder input the
     model asks for (``align``: the Haar crop, or the landmark stage and the
     aligned crop), the int8 embedding, the liveness check of
     ``liveness.mode`` (skipped when it is off), a match against
@@ -67,7 +66,7 @@ class DoorStages:
 
     def __init__(self, config: Config, num_threads: int = 2, gallery_size: int = 50) -> None:
         self.pipeline = assemble.pipeline(config, num_threads=num_threads)
-        self.tracker = self.pipeline.tracker()
+        self.tracker = FaceTracker(self.pipeline.finder)
         self.liveness = assemble.liveness(config) if config.liveness.mode != "off" else None
         vectors = np.random.default_rng(0).normal(size=(gallery_size, self.pipeline.encoder.info.embedding_size))
         self.templates = Templates([f"person-{i // 5}" for i in range(gallery_size)],
@@ -83,23 +82,17 @@ class DoorStages:
         result, live = None, Liveness.OFF
         if faces:
             start = time.perf_counter()
-            crop, points = self.pipeline.align(frame, faces[0])
+            crop = self.pipeline.encoder_input(frame, faces[0])
             timings["align"] = _since(start)
             start = time.perf_counter()
             embedding, strength = self.pipeline.encoder.embed_with_strength(crop)
             timings["encode"] = _since(start)
-            embedded = FaceEmbedding(faces[0], crop, embedding, strength, strength >= self.pipeline.encoder.min_strength,
-                                     points=points)
-            self.tracker.follow(faces[0], points if embedded.usable else None)
-            if lost_follow(embedded):
-                faces = []
-        if faces:
             if self.liveness is not None:
                 start = time.perf_counter()
                 live = self.liveness.check(frame, faces[0], now)
                 timings["liveness"] = _since(start)
             start = time.perf_counter()
-            if embedded.usable:
+            if strength >= self.pipeline.encoder.min_strength:
                 result = match(embedding, self.templates, self.pipeline.encoder.threshold)
             timings["match"] = _since(start)
         start = time.perf_counter()

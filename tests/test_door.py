@@ -432,7 +432,7 @@ def test_a_person_outside_their_schedule_is_refused_and_logged_then_let_in_insid
     assert any(r.relay_on for r in reports) and rig.gallery.events()[-1].kind == "granted"
 
 
-def test_a_larger_box_that_is_no_face_does_not_hide_the_owner(rig_factory, tmp_path):
+def test_a_larger_box_that_is_no_face_does_not_hide_the_owner(rig_factory, tmp_path, monkeypatch):
     """A Haar box on the wall, larger than the owner's face, is refused by the encoder: the door takes the
     face behind it, follows that face, and does not count the box as a second person in view."""
     import cv2
@@ -451,23 +451,20 @@ def test_a_larger_box_that_is_no_face_does_not_hide_the_owner(rig_factory, tmp_p
     door = rig.start()
     finder_find, full_scans = door.tracker.finder.find, []
     decoy = Face(0, 0, 190, 190, 0.0, (95.0, 95.0), "haar")
-    door.tracker.finder.find = lambda frame, extra=None: full_scans.append(1) or [decoy] + finder_find(frame, extra)
+    monkeypatch.setattr(door.tracker.finder, "find",  # the module's shared pipeline: undone after the test
+                        lambda frame, extra=None: full_scans.append(1) or [decoy] + finder_find(frame, extra))
     reports = [door.process_frame() for _ in frames[:5]]
     assert next(i for i, r in enumerate(reports) if r.relay_on) == 2, "the owner opens on the third frame, as without the box"
     assert all(r.faces == 1 for r in reports)
     assert len(full_scans) == 1, "after the first scan the tracker follows the owner's face, not the box"
 
 
-def test_the_door_follows_the_face_by_its_points_and_sees_it_leave(rig_factory):
-    """Between full scans the door follows the owner's face by its landmark points (no Haar search); when the
-    owner steps away the points stay on the doorstep, the encoder refuses that crop, and the frame shows no face."""
+def test_the_owner_leaving_ends_the_track_and_the_empty_doorstep_shows_no_face(rig_factory):
+    """The door tracks the owner's face in a window between full scans; when the owner steps away, no box lingers."""
     rig = rig_factory(OWNER + [EMPTY, EMPTY])
     rig.enrol_owner()
     door = rig.start()
-    followed = []
-    follow = door.tracker._follow
-    door.tracker._follow = lambda image, last: followed.append(last) or follow(image, last)
     reports = [door.process_frame() for _ in range(len(OWNER) + 2)]
-    assert any(r.relay_on for r in reports[:len(OWNER)]), "the owner still gets in"
-    assert len(followed) >= 2 * len(OWNER) // 3, "between full scans (every 5th frame) the owner is followed by the points"
-    assert [r.faces for r in reports[-2:]] == [0, 0], "the owner left: no face, not the points' ghost"
+    assert any(r.relay_on for r in reports[:len(OWNER)]), "the owner gets in"
+    assert sum(r.faces == 1 for r in reports[:len(OWNER)]) >= len(OWNER) - 2
+    assert [r.faces for r in reports[-2:]] == [0, 0], "the owner left: no face"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 
@@ -126,35 +125,3 @@ def test_the_later_look_makes_the_points_follow_the_face_not_the_box(monkeypatch
             ocular = np.linalg.norm(points[1] - points[0])
             moved[looks].append(np.linalg.norm(landmarker.points(image, off) - points, axis=1).mean() / ocular)
     assert np.mean(moved[shipped]) < 0.7 * np.mean(moved[0])  # measured: 0.46 with two later looks, 0.56 with one
-
-
-def test_a_face_moved_in_the_next_frame_is_followed_by_its_points():
-    """The door follows a face by its points between Haar scans: the followed points land where looking at the
-    moved face from its Haar box puts them, and the box is the Haar box those points have on average."""
-    import cv2
-
-    from kiosk.face import face_at_points, same_track
-
-    landmarker, finder = Landmarker(), FaceFinder()
-    for path in PHOTOS:
-        image = read_image(path)
-        face = finder.largest(image)
-        points = landmarker.points(image, face)
-        shift = np.float32([[1, 0, 0.06 * face.w], [0, 1, -0.04 * face.w]])
-        moved = cv2.warpAffine(image, shift, image.shape[1::-1], borderMode=cv2.BORDER_REPLICATE)
-        followed = landmarker.follow(moved, dataclasses.replace(face, points=points))
-        looked = landmarker.points(moved, face)  # the unmoved box: the refined looks find the face anyway
-        ocular = np.linalg.norm(looked[1] - looked[0])
-        assert np.linalg.norm(followed.points - looked, axis=1).mean() < 0.1 * ocular, path.name
-        assert np.linalg.norm(followed.points - points - shift[:, 2], axis=1).mean() < 0.1 * ocular, path.name
-        assert same_track(face, followed), path.name  # Haar's own box sizes vary more than that from frame to frame
-        average = face_at_points(looked, landmarker.info.crop_template)
-        assert abs(followed.w / average.w - 1) < 0.1 and np.hypot(*np.subtract(followed.center, average.center)) < 0.1 * average.w
-        assert followed.pass_name == "landmarks" and followed.angle == 0.0
-
-
-def test_only_a_face_with_points_can_be_followed():
-    landmarker = Landmarker()
-    face = FaceFinder().largest(read_image(PHOTOS[0]))
-    with pytest.raises(ValueError, match="points"):
-        landmarker.follow(read_image(PHOTOS[0]), face)

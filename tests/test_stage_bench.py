@@ -36,14 +36,9 @@ def test_a_frame_with_a_face_goes_through_every_stage(stages):
 
 
 def test_a_frame_without_a_face_is_only_detected_and_decided(stages):
-    blank = np.full((480, 640, 3), 127, np.uint8)
-    stages.run(face_frame(), 199.9)
-    followed = stages.run(blank, 200.0)
-    assert followed.faces == 0, "the face followed by its points has left: the encoder refuses what is behind it"
-    assert "encode" in followed.timings
-    report = stages.run(blank, 200.1)
+    report = stages.run(np.full((480, 640, 3), 127, np.uint8), 200.0)
     assert report.faces == 0
-    assert list(report.timings) == ["detect", "decide"], "after a lost face the frame is scanned whole, and holds none"
+    assert list(report.timings) == ["detect", "decide"]
 
 
 def test_liveness_off_skips_that_stage():
