@@ -39,7 +39,7 @@ from kiosk.encoder import DEFAULT_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 Results = dict[str, dict[int, dict]]
-"""pipeline -> threads -> median_ms, p90_ms, frames_with_face, frames, peak_rss_mb."""
+"""pipeline -> threads -> median_ms, p90_ms, mean_ms, frames_with_face, frames, rounds, peak_rss_mb."""
 
 
 def read_frame(path: Path) -> np.ndarray:
