@@ -216,8 +216,8 @@ def markdown(results: dict, names: list[str], skipped: dict[str, str], args: arg
                   "Seconds per image in this run (all cores, detection + embedding, images of 250 to 320 px): "
                   + ", ".join(f"{LABELS[n]} {s:.3f}" for n, s in results["accuracy"]["seconds_per_image"].items()) + "."]
     if "speed" in results:
-        frames = next(iter(next(iter(results["speed"].values())).values()))["frames"]
-        rounds = next(iter(next(iter(results["speed"].values())).values())).get("rounds", 1)
+        first_run = next(iter(next(iter(results["speed"].values())).values()))
+        frames, rounds = first_run["frames"], first_run["rounds"]
         lines += ["", "## Speed, memory and size", "",
                   f"{frames} consecutive 640x480 NUAA webcam frames (one person at a desk; the frames kept in the data are about "
                   "12 camera frames apart, so a face moves more between them than between a door camera's frames), each pipeline "
