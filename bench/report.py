@@ -55,13 +55,16 @@ INT8_FEATURES = {
 
 
 def cpu_int8_features() -> str:
-    """The CPU's int8-relevant instructions, e.g. ``AVX2, AVX-512 VNNI`` or ``none of AVX2, ...``."""
+    """The CPU's int8-relevant instructions, e.g. ``AVX2, AVX-512 VNNI`` or ``none of AVX2, ...``; under
+    ``python -m bench.avx2_only``, the AVX2 the libraries were made to use (and what the CPU has besides)."""
     info = Path("/proc/cpuinfo")
     flags: set[str] = set()
     for line in info.read_text().splitlines() if info.exists() else []:
         if line.startswith(("flags", "Features")):
             flags |= set(line.split(":", 1)[1].split())
     found = [name for flag, name in INT8_FEATURES.items() if flag in flags]
+    if os.environ.get("FACE_KIOSK_AVX2_ONLY") == "1":  # bench.avx2_only.MARKER (importing it here would import cv2 late)
+        return f"AVX2 only: AVX-512 and VNNI paths disabled by bench.avx2_only (the CPU has {', '.join(found)})"
     return ", ".join(found) if found else "none of " + ", ".join(INT8_FEATURES.values())
 
 

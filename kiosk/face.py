@@ -20,6 +20,7 @@ pass.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -345,6 +346,7 @@ class FaceTracker:
         self._last: Face | None = None
         self._since_full = 0
         self._extra = 0
+        self._helper: tuple[ThreadPoolExecutor, cv2.CascadeClassifier] | None = None
 
     def find(self, image: np.ndarray) -> list[Face]:
         """Faces in ``image``, largest first (like :meth:`FaceFinder.find`)."""
@@ -366,28 +368,86 @@ class FaceTracker:
     def _near(self, image: np.ndarray, last: Face) -> list[Face]:
         if last.angle or not last.pass_name.startswith("haar"):
             return []  # tilted and turned faces are re-found by the full scan (the window search is upright, frontal)
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        height, width = gray.shape
+        height, width = image.shape[:2]
         cx, cy, side = last.center[0], last.center[1], last.w
         x0, y0 = int(max(0, cx - side)), int(max(0, cy - side))
         x1, y1 = int(min(width, cx + side)), int(min(height, cy + side))
-        window = gray[y0:y1, x0:x1]
+        window = image[y0:y1, x0:x1]
         if window.size == 0:
             return []
+        if window.ndim == 3:  # only the window turns gray: the same pixels as the whole frame's conversion
+            window = cv2.cvtColor(window, cv2.COLOR_BGR2GRAY)
         factor = min(1.0, self.WINDOW_WIDTH / max(1, window.shape[1]))
         if factor < 1.0:
             window = cv2.resize(window, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         small, large = (int(side * bound * factor) for bound in self.SIZE_RANGE)
-        boxes = self.finder._cascade.detectMultiScale(
-            cv2.equalizeHist(window), scaleFactor=self.SCALE_FACTOR,
-            minNeighbors=self.finder.settings.min_neighbors, minSize=(small, small), maxSize=(large, large),
-        )
+        boxes = self._scan(cv2.equalizeHist(window), small, large)
         faces = [
             Face(x=x0 + x / factor, y=y0 + y / factor, w=w / factor, h=h / factor, angle=0.0,
                  center=(x0 + (x + w / 2) / factor, y0 + (y + h / 2) / factor), pass_name="haar-track")
             for x, y, w, h in np.asarray(boxes).reshape(-1, 4)
         ]
         return drop_enclosing(faces)
+
+    def _scan(self, window: np.ndarray, small: int, large: int) -> np.ndarray:
+        """The frontal cascade's boxes in ``window`` for faces ``small``..``large`` pixels wide: OpenCV's
+        ``detectMultiScale``, or, where OpenCV may use more than one thread, the same scan with its scales split
+        between this thread and a helper (OpenCV's own threads split each scale's rows, too few in a window
+        this small to gain). Each half's raw detections come from the same scales, positions and image sizes,
+        and are grouped together as ``detectMultiScale`` groups them, so the boxes are the same either way."""
+        cascade, neighbors = self.finder._cascade, self.finder.settings.min_neighbors
+        sizes = cascade_window_sizes(cascade.getOriginalWindowSize(), self.SCALE_FACTOR, small, large, window.shape)
+        if len(sizes) < 2 or cv2.getNumThreads() < 2:
+            return cascade.detectMultiScale(window, scaleFactor=self.SCALE_FACTOR, minNeighbors=neighbors,
+                                            minSize=(small, small), maxSize=(large, large))
+        if self._helper is None:
+            self._helper = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="haar-window"), load_cascade(self.finder.CASCADE))
+        pool, twin = self._helper
+        split = balanced_split(window.shape, sizes, cascade.getOriginalWindowSize()[0])
+        first, second = sizes[:split], sizes[split:]
+        later = pool.submit(twin.detectMultiScale, window, scaleFactor=self.SCALE_FACTOR, minNeighbors=0,
+                            minSize=second[0], maxSize=(large, large))
+        raw = [*np.asarray(cascade.detectMultiScale(window, scaleFactor=self.SCALE_FACTOR, minNeighbors=0,
+                                                     minSize=(small, small), maxSize=first[-1])).reshape(-1, 4),
+               *np.asarray(later.result()).reshape(-1, 4)]
+        boxes, _ = cv2.groupRectangles([[int(v) for v in box] for box in raw], neighbors, GROUP_EPS)
+        return np.asarray(boxes)
+
+
+GROUP_EPS = 0.2
+"""How close detections must be to count as one face: OpenCV's ``detectMultiScale`` groups with this."""
+
+
+def cascade_window_sizes(base: tuple[int, int], scale_factor: float, min_size: int, max_size: int,
+                         shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The detection window sizes ``detectMultiScale`` scans for these settings, in its order: its loop
+    (``factor *= scale_factor`` from 1, rounded half to even as ``cvRound``), so a scan split by size scans the same."""
+    sizes, factor = [], 1.0
+    while True:
+        size = (round(base[0] * factor), round(base[1] * factor))
+        if size[0] > max_size or size[1] > max_size or size[0] > shape[1] or size[1] > shape[0]:
+            return sizes
+        if size[0] >= min_size and size[1] >= min_size:
+            sizes.append(size)
+        factor *= scale_factor
+
+
+def balanced_split(shape: tuple[int, ...], sizes: list[tuple[int, int]], base: int) -> int:
+    """Where to split the window sizes (at least one on each side) so both halves take about as long: each
+    size's work is the number of positions it scans in the image scaled to it (every row and column when
+    scaled down more than twice, every other one otherwise, as ``detectMultiScale`` steps)."""
+    work = []
+    for width, _ in sizes:
+        factor = width / base
+        step = 1 if factor > 2 else 2
+        positions = max(0.0, shape[1] / factor - base) * max(0.0, shape[0] / factor - base) / step ** 2
+        work.append(positions + 1)
+    total, running = sum(work), 0.0
+    for index, cost in enumerate(work[:-1], start=1):
+        running += cost
+        if running >= total / 2:
+            return index
+    return len(sizes) - 1
 
 
 TRACK_MAX_SHIFT = 0.5

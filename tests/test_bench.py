@@ -7,11 +7,13 @@ missing, so the skip note is tested too).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,3 +114,32 @@ def test_the_plugin_counts_the_instructions_between_marks_of_an_x86_guest(tmp_pa
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, check=True)
     small, large = x86_estimate.frame_counts(done.stderr)
     assert 0 < small and large > 10 * small, "a hundred times the loop, many times the instructions"
+
+
+def _cpu_flags() -> set[str]:
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.exists() else ""
+    return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+
+
+@pytest.mark.skipif(not {"avx2", "fma", "f16c"} <= _cpu_flags(), reason="needs an x86-64 CPU with AVX2")
+def test_avx2_only_makes_xnnpack_opencv_and_numpy_stop_at_avx2(tmp_path):
+    """bench.avx2_only in a fresh process: XNNPACK's flags end at AVX2, OpenCV reports no AVX-512, the int8 encoder
+    still gives the same embedding (only the kernels change), and the benchmark's CPU line says so."""
+    root = Path(__file__).resolve().parent.parent
+    probe = ("import json, numpy as np\n"
+             "from bench.report import cpu_int8_features\n"
+             "from kiosk.encoder import Encoder\n"
+             "face = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)\n"
+             "print(json.dumps({'features': cpu_int8_features(), 'embedding': Encoder().embed(face).tolist()}))\n")
+    report = json.loads(subprocess.run([sys.executable, "-m", "bench.avx2_only", "--check"], capture_output=True,
+                                       text=True, cwd=root, check=True).stdout)
+    assert report["xnnpack"]["xnnpack_uses"][-1] == "avx2" and report["xnnpack"]["arch_flags"] == "0xff"
+    assert report["opencv"]["AVX2"] and not report["opencv"]["AVX512_SKX"]
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    native, avx2 = (json.loads(subprocess.run(command, capture_output=True, text=True, cwd=root, check=True,
+                                              env={**os.environ, "PYTHONPATH": str(root)}).stdout.strip().splitlines()[-1])
+                    for command in ([sys.executable, str(script)], [sys.executable, "-m", "bench.avx2_only", str(script)]))
+    assert avx2["features"].startswith("AVX2 only") and not native["features"].startswith("AVX2 only")
+    assert np.dot(native["embedding"], avx2["embedding"]) > 0.999

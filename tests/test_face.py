@@ -117,6 +117,38 @@ def test_tracker_follows_a_moving_face_and_rescans_when_it_is_lost():
     assert tracker.find(frame) == []  # face gone: the full scan finds nothing
 
 
+def test_the_window_scan_split_between_two_threads_finds_the_same_boxes_as_one_scan(monkeypatch):
+    """The door's window search with OpenCV on 2 threads (scales split with a helper thread) against one
+    ``detectMultiScale`` call, on the demo's camera frames with the face shifted around its last box."""
+    from kiosk.demo import demo_data
+    from kiosk.face import FaceTracker, balanced_split, cascade_window_sizes
+
+    assert cascade_window_sizes((24, 24), 1.15, 51, 79, (123, 128)) == [(56, 56), (64, 64), (73, 73)]
+    assert cascade_window_sizes((24, 24), 1.1, 20, 200, (30, 40)) == [(24, 24), (26, 26), (29, 29)]  # the image bounds it
+    sizes = [(56, 56), (64, 64), (73, 73)]
+    assert 1 <= balanced_split((123, 128), sizes, 24) < len(sizes)
+    finder = FaceFinder()
+    tracker = FaceTracker(finder)
+    frames = sorted((demo_data() / "frames").glob("*.jpg"))[::4]
+    compared = 0
+    for path in frames:
+        frame = read_image(path)
+        faces = finder.find(frame)
+        if not faces:
+            continue
+        for dx in (-0.2, 0.0, 0.15):
+            last = dataclasses.replace(faces[0], center=(faces[0].center[0] + dx * faces[0].w, faces[0].center[1]))
+            results = []
+            for threads in (1, 2):
+                monkeypatch.setattr(cv2, "getNumThreads", lambda threads=threads: threads)
+                results.append(sorted((f.x, f.y, f.w, f.h) for f in tracker._near(frame, last)))
+            one, split = results
+            assert one == split, f"{path.name} shifted {dx}: {one} != {split}"
+            compared += bool(one)
+    assert compared >= 10, "the face is found in most of the compared windows"
+    assert tracker._helper is not None, "the split scan ran"
+
+
 def test_a_box_enclosing_a_smaller_face_is_dropped():
     from kiosk.face import Face, drop_enclosing
 

@@ -170,6 +170,41 @@ def test_stem_student_trains_only_its_first_blocks_and_exports_as_such(tiny_run)
     assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
 
 
+def test_slim_student_leaves_blocks_out_retrains_the_run_around_them_and_exports_as_such(tiny_run):
+    """--block4-stride 2 --drop-blocks 10 11: blocks 1-5 and the 14x14 run's others retrain; the rest stays SFace's."""
+    import keras
+
+    from kiosk.training.model import sface_encoder
+    from kiosk.training.report import count_macs
+
+    slim = tiny_run / "slim"
+    assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(slim), "--epochs", "2", "--batch-size", "4",
+                     "--steps-per-epoch", "3", "--learning-rate", "1e-3", "--stem-stride", "2", "--block4-stride", "2",
+                     "--drop-blocks", "10", "11"]) == 0
+    record = json.loads((slim / "history.json").read_text())
+    assert record["settings"]["drop_blocks"] == [10, 11] and record["settings"]["block4_stride"] == 2
+    loss = record["history"]["loss"]
+    assert 0 < loss[1] < loss[0] < 3
+    trained, sface = keras.saving.load_model(slim / "encoder.keras", compile=False), sface_encoder()
+    names = {layer.name for layer in trained.layers}
+    assert "conv_10" not in names and "conv_11" not in names and "conv_12" in names
+    assert trained.get_layer("conv_4_dw").strides == (2, 2) and trained.get_layer("conv_5_dw").strides == (1, 1)
+    for name in ("conv_6", "conv_7", "conv_13", "conv_14", "pre_fc1", "conv_9_bn"):  # not retrained: SFace's
+        for ours, theirs in zip(trained.get_layer(name).get_weights(), sface.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    for name in ("conv_5", "conv_9", "conv_12"):
+        assert not np.array_equal(trained.get_layer(name).get_weights()[0], sface.get_layer(name).get_weights()[0])
+    out = tiny_run / "models-slim"
+    assert cli.main(["export", "--model", str(slim / "encoder.keras"), "--cache", str(tiny_run / "cache"),
+                     "--out", str(out), "--representative", "12"]) == 0
+    metadata = json.loads((out / "encoder.json").read_text())
+    assert metadata["architecture"] == {"network": "SFace (MobileNet-style, 12 blocks)", "stem_stride": 2,
+                                        "block4_stride": 2, "drop_blocks": [10, 11]}
+    assert "blocks 10, 11 left out" in metadata["training"]["objective"]
+    assert count_macs(112, 2, 2, (10, 11)) < 0.75 * count_macs(112, 2)
+    assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
+
+
 def test_stem_student_refuses_settings_it_cannot_start_from() -> None:
     pytest.importorskip("keras")
     from kiosk.errors import TrainingError
@@ -178,3 +213,5 @@ def test_stem_student_refuses_settings_it_cannot_start_from() -> None:
     for settings in (TrainSettings(stem_stride=2, activation="relu"), TrainSettings(stem_stride=2, activation="prelu", from_scratch=True)):
         with pytest.raises(TrainingError, match="stride-2 stem student starts from SFace's own weights"):
             build_student(settings)
+    with pytest.raises(TrainingError, match="only in a stride-2 stem student"):
+        build_student(TrainSettings(drop_blocks=(10,)))

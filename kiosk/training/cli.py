@@ -22,7 +22,7 @@ import numpy as np
 
 from kiosk.errors import TrainingError
 from kiosk.training import exit_status, require_train_extra
-from kiosk.training.model import ACTIVATIONS
+from kiosk.training.model import ACTIVATIONS, DROPPABLE_BLOCKS
 
 DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path("cache")
@@ -77,11 +77,31 @@ def cmd_train(args: argparse.Namespace) -> None:
         steps_per_epoch=args.steps_per_epoch,
         activation=args.activation or ("prelu" if args.stem_stride != 1 else "relu"),
         stem_stride=args.stem_stride,
+        drop_blocks=tuple(args.drop_blocks),
+        block4_stride=args.block4_stride,
         init_from=str(args.init_from) if args.init_from else None,
         feature_weight=args.feature_weight,
     )
     path = train(cache, args.out, settings, validation)
     print(f"saved {path}")
+
+
+def slim_objective(architecture: dict) -> str:
+    """How a student with SFace's later downsampling moved or 14x14 blocks left out was trained, for encoder.json."""
+    changes = ["a stride-2 first convolution (its block-3 downsampling moved there)"]
+    retrained = "blocks 1-4"
+    if architecture["block4_stride"] != 1:
+        changes.append("block 5's downsampling moved into block 4")
+        retrained = "blocks 1-5"
+    learned = "SFace's pre-activation outputs of blocks 3-8 (those of its shape)"
+    if architecture["drop_blocks"]:
+        kept = [b for b in range(8, 13) if b not in architecture["drop_blocks"]]
+        changes.append(f"blocks {', '.join(map(str, architecture['drop_blocks']))} left out")
+        retrained += f" and {', '.join(map(str, kept))}"
+        learned += ", of blocks 12-14 and its embedding"
+    return (f"SFace's network with {'; '.join(changes)}: {retrained} retrained (convolutions and PReLU slopes, batch "
+            f"norms frozen) to reproduce {learned} (normalised squared error) on augmented door-aligned faces; the other "
+            "blocks and the head keep SFace's weights (kiosk-train train --stem-stride 2 --block4-stride/--drop-blocks)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -146,7 +166,10 @@ def cmd_export(args: argparse.Namespace) -> None:
         "tflite_bytes": tflite.stat().st_size,
     }
     runs = training_runs(Path(args.model))
-    stem_stride = runs[-1]["settings"].get("stem_stride", 1) if runs and not published else 1
+    settings = runs[-1]["settings"] if runs and not published else {}
+    stem_stride = settings.get("stem_stride", 1)
+    architecture = {"stem_stride": stem_stride, "block4_stride": settings.get("block4_stride", 1),
+                    "drop_blocks": settings.get("drop_blocks", [])}
     objective = "distillation: 1 - cosine(student(augmented door-aligned face), teacher(YuNet-aligned face))"
     if published:
         objective = ("none: SFace's published weights as they are, fed the face aligned by the door's landmark stage "
@@ -156,10 +179,13 @@ def cmd_export(args: argparse.Namespace) -> None:
                      "retrained (convolutions and PReLU slopes) to reproduce SFace's pre-activation outputs of blocks 3-8 "
                      "(normalised squared error) on augmented door-aligned faces; blocks 5 on and the head keep SFace's "
                      "weights (kiosk-train train --stem-stride 2)")
+        if architecture["block4_stride"] != 1 or architecture["drop_blocks"]:
+            objective = slim_objective(architecture)
     elif len(runs) > 1:
         objective += ("; then PReLU replaced by ReLU, trained from the PReLU run with the same objective plus the "
                       "normalised squared error of each block's pre-activation output against the PReLU run's")
-    metadata["architecture"] = {"network": "SFace (MobileNet-style, 14 blocks)", "stem_stride": stem_stride}
+    blocks = 14 - len(architecture["drop_blocks"])
+    metadata["architecture"] = {"network": f"SFace (MobileNet-style, {blocks} blocks)", **architecture}
     metadata["training"] = {
         "data": DATA_TERMS,
         "initial_weights": INITIAL_WEIGHTS,
@@ -326,7 +352,8 @@ def cmd_all(args: argparse.Namespace) -> None:
         # (about a fifth less int8 time per embedding; the ReLU students measured below SFace on wild CelebA).
         ("train", argparse.Namespace(cache=args.cache, out=DEFAULT_RUN, epochs=2, batch_size=32, learning_rate=1e-3,
                                      freeze_blocks=6, from_scratch=False, steps_per_epoch=None, activation="prelu",
-                                     init_from=None, feature_weight=1.0, stem_stride=2, seed=args.seed)),
+                                     init_from=None, feature_weight=1.0, stem_stride=2, block4_stride=1, drop_blocks=[],
+                                     seed=args.seed)),
         ("export", argparse.Namespace(model=DEFAULT_RUN / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
         ("calibrate-openset", argparse.Namespace(models=args.out, data=args.data, cache=args.cache / "openset")),
@@ -384,6 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="2: SFace with its first downsampling moved into the first convolution, blocks 1-4 retrained "
                         "to reproduce SFace's block outputs (no teacher embeddings needed); about a fifth less int8 "
                         "time per embedding. Recipe: --stem-stride 2 --epochs 2 --learning-rate 1e-3")
+    p.add_argument("--block4-stride", type=int, choices=(1, 2), default=1,
+                   help="with --stem-stride 2: 2 moves block 5's downsampling into block 4 (blocks 1-5 retrained; "
+                        "41 M fewer multiply-accumulates)")
+    p.add_argument("--drop-blocks", type=int, nargs="+", default=[], choices=DROPPABLE_BLOCKS, metavar="BLOCK",
+                   help="with --stem-stride 2: leave these of SFace's 14x14 blocks out (each 52 M multiply-accumulates); "
+                        "the run's other blocks retrain to give SFace's later outputs and embedding")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")

@@ -28,6 +28,10 @@ BLOCKS = [
 ]
 
 
+DROPPABLE_BLOCKS = (9, 10, 11)
+"""The inner blocks of SFace's run of five 14x14x512 blocks (8-12, half its multiply-accumulates): each keeps its
+input's shape, so the network fits together without it, and blocks 8 and 12 stay to anchor what a student learns."""
+
 STEM_BLOCK = 3
 """The block whose downsampling ``stem_stride=2`` moves into the first convolution."""
 
@@ -36,7 +40,8 @@ ACTIVATIONS = ("prelu", "relu", "leaky_relu", "relu6", "hard_swish")
 (``python -m bench.activations``)."""
 
 
-def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1):
+def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1,
+                  drop_blocks: tuple[int, ...] = (), block4_stride: int = 1):
     """The encoder network, with random weights.
 
     ``width`` scales every layer's channels (1.0 = SFace, needed to load
@@ -49,11 +54,20 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     first convolution: the 112x112 stages (7% of the multiply-accumulates,
     but about a third of the int8 time, their activations being memory-bound)
     run at 56x56; every layer keeps its shape, so SFace's weights still load.
+
+    ``drop_blocks`` leaves blocks out (only those that keep their input's shape: :data:`DROPPABLE_BLOCKS`), and
+    ``block4_stride`` 2 moves block 5's downsampling into block 4: fewer multiply-accumulates for an x86 CPU
+    without an int8 dot product or a Pi 4, where the encoder's time follows them. The blocks left keep SFace's
+    shapes, so its weights still load into them.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
+    if block4_stride not in (1, 2):
+        raise ValueError(f"block4_stride must be 1 or 2, not {block4_stride!r}")
+    if not set(drop_blocks) <= set(DROPPABLE_BLOCKS):
+        raise ValueError(f"only blocks {', '.join(map(str, DROPPABLE_BLOCKS))} can be left out, not {sorted(drop_blocks)}")
     import keras
     from keras import layers
 
@@ -75,8 +89,12 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     x = layers.Conv2D(channels(32), 3, strides=stem_stride, padding="same", use_bias=False, name="conv_1")(x)
     x = bn_prelu(x, "conv_1")
     for index, (filters, stride) in enumerate(BLOCKS, start=2):
+        if index in drop_blocks:
+            continue
         if stem_stride == 2 and index == STEM_BLOCK:
             stride = 1
+        if block4_stride == 2 and index in (4, 5):
+            stride = 2 if index == 4 else 1
         if stride == 2:
             x = layers.ZeroPadding2D(1, name=f"conv_{index}_pad")(x)
             x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False, name=f"conv_{index}_dw")(x)
@@ -116,6 +134,8 @@ def load_sface_weights(model, onnx_path: Path) -> None:
     batch_norm("conv_1_bn", "conv_1_batchnorm")
     prelu("conv_1_prelu", "conv_1_relu_gamma")
     for index in range(2, len(BLOCKS) + 2):
+        if f"conv_{index}" not in names:  # a block left out
+            continue
         dw = f"conv_{index}_dw"
         model.get_layer(dw).set_weights([weights[f"{dw}_conv2d_weight"].transpose(2, 3, 0, 1)])
         batch_norm(f"{dw}_bn", f"{dw}_batchnorm")

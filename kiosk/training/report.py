@@ -28,13 +28,17 @@ PI4_BASIS = (
 )
 
 
-def count_macs(size: int = 112, stem_stride: int = 1) -> float:
-    """Multiply-accumulates of one embedding, from the architecture (no TF needed)."""
+def count_macs(size: int = 112, stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tuple[int, ...] = ()) -> float:
+    """Multiply-accumulates of one embedding, from the architecture (``encoder.json``'s, no TF needed)."""
     from kiosk.training.model import BLOCKS, EMBEDDING_SIZE, STEM_BLOCK
 
     side = size // stem_stride
     channels, macs = 32, side * side * 27 * 32
     for index, (filters, stride) in enumerate(BLOCKS, start=2):
+        if index in drop_blocks:
+            continue
+        if block4_stride != 1 and index in (4, 5):
+            stride = 2 if index == 4 else 1
         side //= 1 if stem_stride != 1 and index == STEM_BLOCK else stride
         macs += side * side * channels * 9 + side * side * channels * filters
         channels = filters
@@ -128,8 +132,9 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
     speed = {}
     for threads in (1, 2):
         speed[threads] = time_encoder(assemble.pipeline(assemble.default_config(models), num_threads=threads).encoder, crops)
-    stem_stride = json.loads((models / METADATA_FILE).read_text()).get("architecture", {}).get("stem_stride", 1)
-    macs = count_macs(encoder.input_size, stem_stride)
+    architecture = json.loads((models / METADATA_FILE).read_text()).get("architecture", {})
+    macs = count_macs(encoder.input_size, architecture.get("stem_stride", 1), architecture.get("block4_stride", 1),
+                      tuple(architecture.get("drop_blocks", ())))
     size_mb = (models / MODEL_FILE).stat().st_size / 1e6
 
     lfw_png, celeba_png = report.with_name("encoder-lfw-det.png"), report.with_name("encoder-celeba-det.png")

@@ -60,6 +60,13 @@ class TrainSettings:
     init_from: str | None = None
     feature_weight: float = 1.0
     stem_stride: int = 1
+    drop_blocks: tuple[int, ...] = ()
+    block4_stride: int = 1
+
+    @property
+    def architecture(self) -> dict:
+        """The layout :func:`kiosk.training.model.build_encoder` takes (and ``encoder.json`` records)."""
+        return {"stem_stride": self.stem_stride, "block4_stride": self.block4_stride, "drop_blocks": list(self.drop_blocks)}
 
 
 def distillation_loss(teacher, student):
@@ -116,6 +123,28 @@ STEM_TRAINED_BLOCKS = STEM_BLOCK + 1
 STEM_TAPS = [f"conv_{index}_bn" for index in range(STEM_BLOCK, 9)]
 """Pre-activation outputs a stride-2 stem learns: from the first block whose shape matches SFace's to the first
 14x14 blocks, so the retrained blocks also answer for what the frozen ones after them make of their output."""
+SLIM_TAPS = ["conv_12_bn", "conv_13_bn", "conv_14_bn", "fc1"]
+"""What a network with blocks left out of SFace's 14x14 run also learns: SFace's outputs of the run's last block,
+of the blocks after it and the embedding itself."""
+MIDDLE_BLOCKS = range(8, 13)
+"""SFace's run of five 14x14x512 blocks (half its multiply-accumulates); those left in retrain when some are left out."""
+
+
+def slim_plan(settings: TrainSettings, student, teacher) -> tuple[set[int], list[str]]:
+    """The blocks a stride-2 student retrains and the teacher outputs it learns.
+
+    Blocks 1 to :data:`STEM_TRAINED_BLOCKS` (and block 5 when block 4 downsamples in its place) learn
+    :data:`STEM_TAPS`; with blocks of the 14x14 run left out, the run's other blocks retrain too and learn
+    :data:`SLIM_TAPS`. Taps whose shape differs from SFace's (block 4's output when it downsamples) are skipped.
+    """
+    blocks = set(range(1, STEM_TRAINED_BLOCKS + 1)) | ({5} if settings.block4_stride == 2 else set())
+    taps = list(STEM_TAPS)
+    if settings.drop_blocks:
+        blocks |= set(MIDDLE_BLOCKS) - set(settings.drop_blocks)
+        taps += SLIM_TAPS
+    names = {layer.name for layer in student.layers}
+    taps = [t for t in taps if t in names and student.get_layer(t).output.shape == teacher.get_layer(t).output.shape]
+    return blocks, taps
 
 
 def feature_model(student, teacher, taps: list[str] = FEATURE_TAPS, with_embedding: bool = True):
@@ -135,8 +164,8 @@ def feature_model(student, teacher, taps: list[str] = FEATURE_TAPS, with_embeddi
     face = keras.Input(student.input.shape[1:], name="face")
     outputs = student_taps(face)
     ours, theirs = outputs[: len(taps)], teacher_taps(face)
-    errors = [ops.mean(ops.square(s - t), axis=(1, 2, 3)) / (ops.mean(ops.square(t), axis=(1, 2, 3)) + 1e-3)
-              for s, t in zip(ours, theirs)]
+    errors = [ops.mean(ops.square(s - t), axis=tuple(range(1, len(t.shape))))
+              / (ops.mean(ops.square(t), axis=tuple(range(1, len(t.shape)))) + 1e-3) for s, t in zip(ours, theirs)]
     named = {"features": keras.layers.Identity(name="features")(ops.mean(ops.stack(errors, axis=1), axis=1, keepdims=True))}
     if with_embedding:
         named["embedding"] = keras.layers.Identity(name="embedding")(outputs[-1])
@@ -156,22 +185,33 @@ def build_student(settings: TrainSettings):
     training (they must follow the changed activations) except the head's.
     With ``init_from``: that trained model's weights (its PReLU slopes dropped
     when the student uses ReLU), the same rule when the activation changes.
-    A stride-2 stem student (``stem_stride`` 2, PReLU, from SFace) trains only
-    the convolutions and slopes of blocks 1 to :data:`STEM_TRAINED_BLOCKS`.
+    A stride-2 stem student (``stem_stride`` 2, PReLU, from SFace, or with
+    ``init_from`` from an earlier run of the same layout, to train on) trains
+    only the convolutions and slopes of the blocks :func:`slim_plan` names;
+    its teacher is SFace either way.
     """
     import keras
 
     from kiosk.training.model import build_encoder, load_sface_weights, sface_encoder
 
     keras.utils.set_random_seed(settings.seed)
-    if settings.stem_stride != 1 and (settings.activation != "prelu" or settings.init_from or settings.from_scratch):
-        raise TrainingError("a stride-2 stem student starts from SFace's own weights with its PReLU activation "
-                            "(--activation prelu, without --init-from or --from-scratch)")
-    model = build_encoder(activation=settings.activation, stem_stride=settings.stem_stride)
+    if settings.stem_stride != 1 and (settings.activation != "prelu" or settings.from_scratch):
+        raise TrainingError("a stride-2 stem student starts from SFace's own weights (or an earlier run of the same "
+                            "layout) with its PReLU activation (--activation prelu, without --from-scratch)")
+    if settings.stem_stride == 1 and (settings.drop_blocks or settings.block4_stride != 1):
+        raise TrainingError("blocks are left out or block 4 downsamples only in a stride-2 stem student (--stem-stride 2)")
+    model = build_encoder(activation=settings.activation, **settings.architecture)
     if settings.from_scratch:
         return model, None
     if settings.init_from:
         start = keras.saving.load_model(settings.init_from, compile=False)
+        theirs = {layer.name: layer for layer in start.layers}
+        differ = [layer.name for layer in model.layers if layer.weights and (
+            layer.name not in theirs or [w.shape for w in layer.weights] != [w.shape for w in theirs[layer.name].weights])]
+        if differ:
+            raise TrainingError(f"--init-from {settings.init_from} has another layout than this student (layers "
+                                f"{', '.join(differ[:3])} differ or are missing); give the same --stem-stride, "
+                                "--block4-stride and --drop-blocks it was trained with")
         for layer in model.layers:
             if layer.weights:
                 layer.set_weights(start.get_layer(layer.name).get_weights())
@@ -181,8 +221,10 @@ def build_student(settings: TrainSettings):
         start = sface_encoder()
         load_sface_weights(model, model_path(SFACE_FILE))
     if settings.stem_stride != 1:
+        start = sface_encoder() if settings.init_from else start
+        blocks, _ = slim_plan(settings, model, start)
         for layer in model.layers:
-            layer.trainable = _block_of(layer.name) <= STEM_TRAINED_BLOCKS and not isinstance(layer, keras.layers.BatchNormalization)
+            layer.trainable = _block_of(layer.name) in blocks and not isinstance(layer, keras.layers.BatchNormalization)
         return model, start
     changed = any(isinstance(layer, keras.layers.PReLU) for layer in start.layers) != (settings.activation == "prelu")
     for layer in model.layers:
@@ -216,7 +258,7 @@ def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None)
     total = settings.epochs * len(batches)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=total, warmup_target=None, alpha=0.05)
     if not with_embedding:
-        trained = feature_model(model, start, STEM_TAPS, with_embedding=False)
+        trained = feature_model(model, start, slim_plan(settings, model, start)[1], with_embedding=False)
         trained.compile(optimizer=keras.optimizers.Adam(schedule), loss={"features": feature_loss})
     elif with_features:
         trained = feature_model(model, start)
@@ -233,7 +275,7 @@ def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None)
             model.save(out_dir / "encoder.keras")
 
     started = time.time()
-    history = trained.fit(batches, epochs=settings.epochs, validation_data=validation, verbose=2, callbacks=[SaveEncoder()])
+    history = trained.fit(batches, epochs=settings.epochs, validation_data=validation, verbose=1, callbacks=[SaveEncoder()])
     record = {
         "settings": asdict(settings),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
