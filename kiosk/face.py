@@ -396,14 +396,15 @@ class FaceTracker:
         this small to gain). Each half's raw detections come from the same scales, positions and image sizes,
         and are grouped together as ``detectMultiScale`` groups them, so the boxes are the same either way."""
         cascade, neighbors = self.finder._cascade, self.finder.settings.min_neighbors
-        sizes = cascade_window_sizes(cascade.getOriginalWindowSize(), self.SCALE_FACTOR, small, large, window.shape)
+        base = cascade.getOriginalWindowSize()
+        sizes = cascade_window_sizes(base, self.SCALE_FACTOR, small, large, window.shape)
         if len(sizes) < 2 or cv2.getNumThreads() < 2:
             return cascade.detectMultiScale(window, scaleFactor=self.SCALE_FACTOR, minNeighbors=neighbors,
                                             minSize=(small, small), maxSize=(large, large))
         if self._helper is None:
             self._helper = (ThreadPoolExecutor(max_workers=1, thread_name_prefix="haar-window"), load_cascade(self.finder.CASCADE))
         pool, twin = self._helper
-        split = balanced_split(window.shape, sizes, cascade.getOriginalWindowSize()[0])
+        split = balanced_split(window.shape, sizes, base[0])
         first, second = sizes[:split], sizes[split:]
         later = pool.submit(twin.detectMultiScale, window, scaleFactor=self.SCALE_FACTOR, minNeighbors=0,
                             minSize=second[0], maxSize=(large, large))

@@ -40,6 +40,27 @@ ACTIVATIONS = ("prelu", "relu", "leaky_relu", "relu6", "hard_swish")
 (``python -m bench.activations``)."""
 
 
+def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
+    """(block, pointwise channels, depthwise stride) of blocks 2-14 in a layout of :func:`build_encoder`: the one
+    place where downsampling moves and blocks are left out (the network is built from it, its cost counted)."""
+    if stem_stride not in (1, 2):
+        raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
+    if block4_stride not in (1, 2):
+        raise ValueError(f"block4_stride must be 1 or 2, not {block4_stride!r}")
+    if not set(drop_blocks) <= set(DROPPABLE_BLOCKS):
+        raise ValueError(f"only blocks {', '.join(map(str, DROPPABLE_BLOCKS))} can be left out, not {sorted(drop_blocks)}")
+    layout = []
+    for index, (filters, stride) in enumerate(BLOCKS, start=2):
+        if index in drop_blocks:
+            continue
+        if stem_stride == 2 and index == STEM_BLOCK:
+            stride = 1
+        if block4_stride == 2 and index in (4, 5):
+            stride = 2 if index == 4 else 1
+        layout.append((index, filters, stride))
+    return layout
+
+
 def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1,
                   drop_blocks: tuple[int, ...] = (), block4_stride: int = 1):
     """The encoder network, with random weights.
@@ -62,12 +83,7 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
-    if stem_stride not in (1, 2):
-        raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
-    if block4_stride not in (1, 2):
-        raise ValueError(f"block4_stride must be 1 or 2, not {block4_stride!r}")
-    if not set(drop_blocks) <= set(DROPPABLE_BLOCKS):
-        raise ValueError(f"only blocks {', '.join(map(str, DROPPABLE_BLOCKS))} can be left out, not {sorted(drop_blocks)}")
+    layout = block_layout(stem_stride, block4_stride, drop_blocks)
     import keras
     from keras import layers
 
@@ -88,13 +104,7 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     x = layers.Rescaling(1 / 128.0, offset=-127.5 / 128.0, name="normalise")(inputs)
     x = layers.Conv2D(channels(32), 3, strides=stem_stride, padding="same", use_bias=False, name="conv_1")(x)
     x = bn_prelu(x, "conv_1")
-    for index, (filters, stride) in enumerate(BLOCKS, start=2):
-        if index in drop_blocks:
-            continue
-        if stem_stride == 2 and index == STEM_BLOCK:
-            stride = 1
-        if block4_stride == 2 and index in (4, 5):
-            stride = 2 if index == 4 else 1
+    for index, filters, stride in layout:
         if stride == 2:
             x = layers.ZeroPadding2D(1, name=f"conv_{index}_pad")(x)
             x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False, name=f"conv_{index}_dw")(x)

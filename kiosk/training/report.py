@@ -30,16 +30,12 @@ PI4_BASIS = (
 
 def count_macs(size: int = 112, stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tuple[int, ...] = ()) -> float:
     """Multiply-accumulates of one embedding, from the architecture (``encoder.json``'s, no TF needed)."""
-    from kiosk.training.model import BLOCKS, EMBEDDING_SIZE, STEM_BLOCK
+    from kiosk.training.model import EMBEDDING_SIZE, block_layout
 
     side = size // stem_stride
     channels, macs = 32, side * side * 27 * 32
-    for index, (filters, stride) in enumerate(BLOCKS, start=2):
-        if index in drop_blocks:
-            continue
-        if block4_stride != 1 and index in (4, 5):
-            stride = 2 if index == 4 else 1
-        side //= 1 if stem_stride != 1 and index == STEM_BLOCK else stride
+    for _, filters, stride in block_layout(stem_stride, block4_stride, drop_blocks):
+        side //= stride
         macs += side * side * channels * 9 + side * side * channels * filters
         channels = filters
     return macs + side * side * channels * EMBEDDING_SIZE
