@@ -199,9 +199,41 @@ def test_slim_student_leaves_blocks_out_retrains_the_run_around_them_and_exports
                      "--out", str(out), "--representative", "12"]) == 0
     metadata = json.loads((out / "encoder.json").read_text())
     assert metadata["architecture"] == {"network": "SFace (MobileNet-style, 12 blocks)", "stem_stride": 2,
-                                        "block4_stride": 2, "drop_blocks": [10, 11]}
+                                        "block4_stride": 2, "drop_blocks": [10, 11], "rank_divisor": 1}
     assert "blocks 10, 11 left out" in metadata["training"]["objective"]
     assert count_macs(112, 2, 2, (10, 11)) < 0.75 * count_macs(112, 2)
+    assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
+
+
+def test_low_rank_student_is_fitted_to_sface_then_retrains_the_factored_blocks_and_exports_as_such(tiny_run, capsys):
+    """--rank-divisor 4: the square pointwise convolutions become two thin ones, fitted to SFace before training."""
+    import keras
+
+    from kiosk.training.model import LOW_RANK_BLOCKS, sface_encoder
+    from kiosk.training.report import count_macs
+
+    run = tiny_run / "low-rank"
+    assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(run), "--epochs", "2", "--batch-size", "4",
+                     "--steps-per-epoch", "3", "--learning-rate", "1e-3", "--stem-stride", "2", "--rank-divisor", "4"]) == 0
+    fitted = capsys.readouterr().out
+    assert "factored pointwise convolutions fitted" in fitted and "conv_14" in fitted
+    record = json.loads((run / "history.json").read_text())
+    assert record["settings"]["rank_divisor"] == 4
+    loss = record["history"]["loss"]
+    assert 0 < loss[1] < loss[0] < 3
+    trained, sface = keras.saving.load_model(run / "encoder.keras", compile=False), sface_encoder()
+    for block in LOW_RANK_BLOCKS:
+        assert trained.get_layer(f"conv_{block}_reduce").filters == sface.get_layer(f"conv_{block}").filters // 4
+    for name in ("conv_5", "conv_7", "conv_13", "pre_fc1", "conv_9_bn"):  # not factored, not retrained: SFace's
+        for ours, theirs in zip(trained.get_layer(name).get_weights(), sface.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(ours, theirs)
+    out = tiny_run / "models-low-rank"
+    assert cli.main(["export", "--model", str(run / "encoder.keras"), "--cache", str(tiny_run / "cache"),
+                     "--out", str(out), "--representative", "12"]) == 0
+    metadata = json.loads((out / "encoder.json").read_text())
+    assert metadata["architecture"]["rank_divisor"] == 4
+    assert "factored through 1/4 of their channels" in metadata["training"]["objective"]
+    assert count_macs(112, 2, rank_divisor=4) < 0.65 * count_macs(112, 2)
     assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
 
 
@@ -215,3 +247,5 @@ def test_stem_student_refuses_settings_it_cannot_start_from() -> None:
             build_student(settings)
     with pytest.raises(TrainingError, match="only in a stride-2 stem student"):
         build_student(TrainSettings(drop_blocks=(10,)))
+    with pytest.raises(TrainingError, match="only in a stride-2 stem student"):
+        build_student(TrainSettings(rank_divisor=4))

@@ -59,3 +59,39 @@ def test_multiply_accumulates_of_the_stem_network():
     # conv_1 and block 2 at 56x56 instead of 112x112 (a quarter of the positions); block 3's depthwise gives 56x56 either way
     saved = 3 / 4 * (112 * 112 * 27 * 32 + 112 * 112 * 32 * 9 + 112 * 112 * 32 * 64)
     assert count_macs(112, stem_stride=2) == pytest.approx(count_macs(112) - saved)
+
+
+def test_a_factored_pointwise_convolution_keeps_the_directions_its_responses_use():
+    from kiosk.training.model import factor_pointwise
+
+    rng = np.random.default_rng(0)
+    weight, scale = rng.normal(size=(16, 12)), rng.uniform(0.5, 2.0, 16)
+    first, second = factor_pointwise(weight, np.eye(12), scale, 12)  # full rank: the same map
+    np.testing.assert_allclose(second @ first, weight, atol=1e-5)
+    inputs = rng.normal(size=(400, 3)) @ rng.normal(size=(3, 12))  # inputs in a 3-dimensional subspace
+    first, second = factor_pointwise(weight, inputs, scale, 3)
+    assert first.shape == (3, 12) and second.shape == (16, 3)
+    np.testing.assert_allclose(inputs @ (second @ first).T, inputs @ weight.T, atol=1e-4)
+    first, second = factor_pointwise(weight, rng.normal(size=(400, 12)), scale, 3)  # full-rank inputs: an approximation
+    assert np.linalg.matrix_rank(second @ first) == 3
+
+
+def test_rank_divisor_factors_the_square_pointwise_convolutions_and_counts_their_cost():
+    keras = pytest.importorskip("keras")
+
+    from kiosk.training.model import LOW_RANK_BLOCKS, block_layout, build_encoder
+    from kiosk.training.report import count_macs
+
+    model = build_encoder(input_size=48, width=0.25, stem_stride=2, rank_divisor=4)
+    names = {layer.name for layer in model.layers}
+    assert {f"conv_{b}_reduce" for b in LOW_RANK_BLOCKS} <= names and "conv_5_reduce" not in names
+    assert model.get_layer("conv_8_reduce").filters == 128 // 4 and model.get_layer("conv_8").filters == 128
+    assert model.output.shape == build_encoder(input_size=48, width=0.25, stem_stride=2).output.shape
+    ranks = {block: rank for block, _, _, rank in block_layout(2, rank_divisor=4)}
+    assert ranks[8] == 128 and ranks[14] == 256 and ranks[5] == 0
+    # blocks 4, 6, 8-12 and 14 at 2/4 of their pointwise cost
+    square = sum(side * side * c * c for side, c in [(56, 128), (28, 256)] + [(14, 512)] * 5 + [(7, 1024)])
+    assert count_macs(112, 2, rank_divisor=4) == pytest.approx(count_macs(112, 2) - square / 2)
+    with pytest.raises(ValueError, match="rank_divisor"):
+        block_layout(2, rank_divisor=2)
+    del keras

@@ -22,7 +22,7 @@ import numpy as np
 
 from kiosk.errors import TrainingError
 from kiosk.training import exit_status, require_train_extra
-from kiosk.training.model import ACTIVATIONS, DROPPABLE_BLOCKS
+from kiosk.training.model import ACTIVATIONS, DROPPABLE_BLOCKS, LOW_RANK_BLOCKS
 
 DEFAULT_DATA = Path("../shared/data")
 DEFAULT_CACHE = Path("cache")
@@ -79,6 +79,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         stem_stride=args.stem_stride,
         drop_blocks=tuple(args.drop_blocks),
         block4_stride=args.block4_stride,
+        rank_divisor=args.rank_divisor,
         init_from=str(args.init_from) if args.init_from else None,
         feature_weight=args.feature_weight,
     )
@@ -99,9 +100,17 @@ def slim_objective(architecture: dict) -> str:
         changes.append(f"blocks {', '.join(map(str, architecture['drop_blocks']))} left out")
         retrained += f" and {', '.join(map(str, kept))}"
         learned += ", of blocks 12-14 and its embedding"
+    divisor = architecture.get("rank_divisor", 1)
+    if divisor > 1:
+        factored = [b for b in LOW_RANK_BLOCKS if b not in architecture["drop_blocks"]]
+        changes.append(f"the pointwise convolutions of blocks {', '.join(map(str, factored))} factored through 1/{divisor} of "
+                       "their channels (first fitted to SFace's outputs by reduced-rank regression)")
+        retrained += f" and {', '.join(map(str, factored))}"
+        learned += ", of blocks 9-14 and its embedding"
     return (f"SFace's network with {'; '.join(changes)}: {retrained} retrained (convolutions and PReLU slopes, batch "
             f"norms frozen) to reproduce {learned} (normalised squared error) on augmented door-aligned faces; the other "
-            "blocks and the head keep SFace's weights (kiosk-train train --stem-stride 2 --block4-stride/--drop-blocks)")
+            "blocks and the head keep SFace's weights (kiosk-train train --stem-stride 2 --block4-stride/--drop-blocks/"
+            "--rank-divisor)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -169,7 +178,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     settings = runs[-1]["settings"] if runs and not published else {}
     stem_stride = settings.get("stem_stride", 1)
     architecture = {"stem_stride": stem_stride, "block4_stride": settings.get("block4_stride", 1),
-                    "drop_blocks": settings.get("drop_blocks", [])}
+                    "drop_blocks": settings.get("drop_blocks", []), "rank_divisor": settings.get("rank_divisor", 1)}
     objective = "distillation: 1 - cosine(student(augmented door-aligned face), teacher(YuNet-aligned face))"
     if published:
         objective = ("none: SFace's published weights as they are, fed the face aligned by the door's landmark stage "
@@ -179,7 +188,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                      "retrained (convolutions and PReLU slopes) to reproduce SFace's pre-activation outputs of blocks 3-8 "
                      "(normalised squared error) on augmented door-aligned faces; blocks 5 on and the head keep SFace's "
                      "weights (kiosk-train train --stem-stride 2)")
-        if architecture["block4_stride"] != 1 or architecture["drop_blocks"]:
+        if architecture["block4_stride"] != 1 or architecture["drop_blocks"] or architecture["rank_divisor"] != 1:
             objective = slim_objective(architecture)
     elif len(runs) > 1:
         objective += ("; then PReLU replaced by ReLU, trained from the PReLU run with the same objective plus the "
@@ -352,7 +361,7 @@ def cmd_all(args: argparse.Namespace) -> None:
         # (about a fifth less int8 time per embedding; the ReLU students measured below SFace on wild CelebA).
         ("train", argparse.Namespace(cache=args.cache, out=DEFAULT_RUN, epochs=2, batch_size=32, learning_rate=1e-3,
                                      freeze_blocks=6, from_scratch=False, steps_per_epoch=None, activation="prelu",
-                                     init_from=None, feature_weight=1.0, stem_stride=2, block4_stride=1, drop_blocks=[],
+                                     init_from=None, feature_weight=1.0, stem_stride=2, block4_stride=1, drop_blocks=[], rank_divisor=1,
                                      seed=args.seed)),
         ("export", argparse.Namespace(model=DEFAULT_RUN / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
@@ -417,6 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-blocks", type=int, nargs="+", default=[], choices=DROPPABLE_BLOCKS, metavar="BLOCK",
                    help="with --stem-stride 2: leave these of SFace's 14x14 blocks out (each 52 M multiply-accumulates); "
                         "the run's other blocks retrain to give SFace's later outputs and embedding")
+    p.add_argument("--rank-divisor", type=int, choices=(1, 4, 8), default=1,
+                   help="with --stem-stride 2: write the pointwise convolution of blocks 4, 6, 8-12 and 14 (C to C channels) "
+                        "as two through C/DIVISOR channels, first fitted to SFace's outputs, then retrained (4: 339 M "
+                        "instead of 544 M multiply-accumulates)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")

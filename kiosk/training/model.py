@@ -32,6 +32,11 @@ DROPPABLE_BLOCKS = (9, 10, 11)
 """The inner blocks of SFace's run of five 14x14x512 blocks (8-12, half its multiply-accumulates): each keeps its
 input's shape, so the network fits together without it, and blocks 8 and 12 stay to anchor what a student learns."""
 
+LOW_RANK_BLOCKS = (4, 6, 8, 9, 10, 11, 12, 14)
+"""Blocks whose pointwise convolution keeps its channel count (three quarters of the multiply-accumulates): the
+ones ``rank_divisor`` factors. Their pre-activation outputs are close to low-rank (a quarter of the channels'
+principal directions hold 94% of their energy on aligned faces), so they can be written as two thinner ones."""
+
 STEM_BLOCK = 3
 """The block whose downsampling ``stem_stride=2`` moves into the first convolution."""
 
@@ -40,15 +45,19 @@ ACTIVATIONS = ("prelu", "relu", "leaky_relu", "relu6", "hard_swish")
 (``python -m bench.activations``)."""
 
 
-def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tuple[int, ...] = ()) -> list[tuple[int, int, int]]:
-    """(block, pointwise channels, depthwise stride) of blocks 2-14 in a layout of :func:`build_encoder`: the one
-    place where downsampling moves and blocks are left out (the network is built from it, its cost counted)."""
+def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tuple[int, ...] = (),
+                 rank_divisor: int = 1) -> list[tuple[int, int, int, int]]:
+    """(block, pointwise channels, depthwise stride, pointwise rank) of blocks 2-14 in a layout of
+    :func:`build_encoder`: the one place where downsampling moves, blocks are left out and pointwise convolutions
+    are factored (the network is built from it, its cost counted). A rank of 0 is a full pointwise convolution."""
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
     if block4_stride not in (1, 2):
         raise ValueError(f"block4_stride must be 1 or 2, not {block4_stride!r}")
     if not set(drop_blocks) <= set(DROPPABLE_BLOCKS):
         raise ValueError(f"only blocks {', '.join(map(str, DROPPABLE_BLOCKS))} can be left out, not {sorted(drop_blocks)}")
+    if rank_divisor not in (1, 4, 8):
+        raise ValueError(f"rank_divisor must be 1, 4 or 8 (2 saves nothing), not {rank_divisor!r}")
     layout = []
     for index, (filters, stride) in enumerate(BLOCKS, start=2):
         if index in drop_blocks:
@@ -57,12 +66,13 @@ def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tupl
             stride = 1
         if block4_stride == 2 and index in (4, 5):
             stride = 2 if index == 4 else 1
-        layout.append((index, filters, stride))
+        rank = filters // rank_divisor if rank_divisor > 1 and index in LOW_RANK_BLOCKS else 0
+        layout.append((index, filters, stride, rank))
     return layout
 
 
 def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1,
-                  drop_blocks: tuple[int, ...] = (), block4_stride: int = 1):
+                  drop_blocks: tuple[int, ...] = (), block4_stride: int = 1, rank_divisor: int = 1):
     """The encoder network, with random weights.
 
     ``width`` scales every layer's channels (1.0 = SFace, needed to load
@@ -80,10 +90,13 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     ``block4_stride`` 2 moves block 5's downsampling into block 4: fewer multiply-accumulates for an x86 CPU
     without an int8 dot product or a Pi 4, where the encoder's time follows them. The blocks left keep SFace's
     shapes, so its weights still load into them.
+
+    ``rank_divisor`` d > 1 writes the pointwise convolution of each of :data:`LOW_RANK_BLOCKS` (C to C channels) as
+    ``conv_N_reduce`` (C to C/d) then ``conv_N`` (C/d to C): 2/d of its multiply-accumulates.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
-    layout = block_layout(stem_stride, block4_stride, drop_blocks)
+    layout = block_layout(stem_stride, block4_stride, drop_blocks, rank_divisor)
     import keras
     from keras import layers
 
@@ -104,13 +117,15 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     x = layers.Rescaling(1 / 128.0, offset=-127.5 / 128.0, name="normalise")(inputs)
     x = layers.Conv2D(channels(32), 3, strides=stem_stride, padding="same", use_bias=False, name="conv_1")(x)
     x = bn_prelu(x, "conv_1")
-    for index, filters, stride in layout:
+    for index, filters, stride, rank in layout:
         if stride == 2:
             x = layers.ZeroPadding2D(1, name=f"conv_{index}_pad")(x)
             x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False, name=f"conv_{index}_dw")(x)
         else:
             x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"conv_{index}_dw")(x)
         x = bn_prelu(x, f"conv_{index}_dw")
+        if rank:
+            x = layers.Conv2D(channels(rank), 1, use_bias=False, name=f"conv_{index}_reduce")(x)
         x = layers.Conv2D(channels(filters), 1, use_bias=False, name=f"conv_{index}")(x)
         x = bn_prelu(x, f"conv_{index}")
     x = layers.BatchNormalization(epsilon=2e-5, momentum=0.9, name="bn1")(x)
@@ -151,8 +166,18 @@ def load_sface_weights(model, onnx_path: Path) -> None:
         batch_norm(f"{dw}_bn", f"{dw}_batchnorm")
         prelu(f"{dw}_prelu", f"{dw}_relu_gamma")
         pw = f"conv_{index}"
-        model.get_layer(pw).set_weights([weights[f"{pw}_conv2d_weight"].transpose(2, 3, 1, 0)])
+        kernel = weights[f"{pw}_conv2d_weight"].transpose(2, 3, 1, 0)
         batch_norm(f"{pw}_bn", f"{pw}_batchnorm")
+        if f"{pw}_reduce" in names:
+            reduce, expand = model.get_layer(f"{pw}_reduce"), model.get_layer(pw)
+            bn = model.get_layer(f"{pw}_bn")
+            gamma, _, _, variance = bn.get_weights()
+            scale = gamma / np.sqrt(variance + bn.epsilon)
+            first, second = factor_pointwise(kernel[0, 0].T, np.eye(kernel.shape[2]), scale, reduce.filters)
+            reduce.set_weights([first.T[None, None]])
+            expand.set_weights([second.T[None, None]])
+        else:
+            model.get_layer(pw).set_weights([kernel])
         prelu(f"{pw}_prelu", f"{pw}_relu_gamma")
     batch_norm("bn1", "bn1")
     # ONNX flattens channels-first (C, H, W); Keras flattens (H, W, C).
@@ -162,6 +187,21 @@ def load_sface_weights(model, onnx_path: Path) -> None:
     dense = dense.reshape(EMBEDDING_SIZE, depth, side, side).transpose(2, 3, 1, 0).reshape(-1, EMBEDDING_SIZE)
     model.get_layer("pre_fc1").set_weights([dense, weights["pre_fc1_bias"]])
     batch_norm("fc1", "fc1")
+
+
+def factor_pointwise(weight: np.ndarray, inputs: np.ndarray, scale: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
+    """A pointwise convolution ``weight`` [out, in] written as ``second @ first`` ([out, rank] @ [rank, in]).
+
+    The rank directions kept are those that carry most of the responses to ``inputs`` ([samples, in]: a block's
+    real inputs, or the identity when none are at hand), each output weighted by ``scale`` (its batch norm's gain,
+    so errors count as the next activation sees them): the reduced-rank regression of the responses.
+    """
+    responses = (inputs @ weight.T) * scale
+    _, vectors = np.linalg.eigh(responses.T @ responses)
+    kept = vectors[:, ::-1][:, :rank]
+    first = kept.T @ (scale[:, None] * weight)
+    second = kept / scale[:, None]
+    return first.astype(np.float32), second.astype(np.float32)
 
 
 def sface_encoder():
