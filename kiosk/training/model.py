@@ -35,7 +35,8 @@ input's shape, so the network fits together without it, and blocks 8 and 12 stay
 LOW_RANK_BLOCKS = (4, 6, 8, 9, 10, 11, 12, 14)
 """Blocks whose pointwise convolution keeps its channel count (three quarters of the multiply-accumulates): the
 ones ``rank_divisor`` factors. Their pre-activation outputs are close to low-rank (a quarter of the channels'
-principal directions hold 94% of their energy on aligned faces), so they can be written as two thinner ones."""
+principal directions hold 93-95% of their variance on faces: ``python -m bench.low_rank``), so each can be written
+as two thinner ones."""
 
 STEM_BLOCK = 3
 """The block whose downsampling ``stem_stride=2`` moves into the first convolution."""
