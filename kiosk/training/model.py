@@ -171,9 +171,7 @@ def load_sface_weights(model, onnx_path: Path) -> None:
         batch_norm(f"{pw}_bn", f"{pw}_batchnorm")
         if f"{pw}_reduce" in names:
             reduce, expand = model.get_layer(f"{pw}_reduce"), model.get_layer(pw)
-            bn = model.get_layer(f"{pw}_bn")
-            gamma, _, _, variance = bn.get_weights()
-            scale = gamma / np.sqrt(variance + bn.epsilon)
+            scale = batch_norm_gain(model.get_layer(f"{pw}_bn"))
             first, second = factor_pointwise(kernel[0, 0].T, np.eye(kernel.shape[2]), scale, reduce.filters)
             reduce.set_weights([first.T[None, None]])
             expand.set_weights([second.T[None, None]])
@@ -188,6 +186,12 @@ def load_sface_weights(model, onnx_path: Path) -> None:
     dense = dense.reshape(EMBEDDING_SIZE, depth, side, side).transpose(2, 3, 1, 0).reshape(-1, EMBEDDING_SIZE)
     model.get_layer("pre_fc1").set_weights([dense, weights["pre_fc1_bias"]])
     batch_norm("fc1", "fc1")
+
+
+def batch_norm_gain(layer) -> np.ndarray:
+    """The per-channel factor a batch norm layer multiplies by at inference: ``gamma / sqrt(variance + epsilon)``."""
+    gamma, _, _, variance = layer.get_weights()
+    return gamma / np.sqrt(variance + layer.epsilon)
 
 
 def factor_pointwise(weight: np.ndarray, inputs: np.ndarray, scale: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:

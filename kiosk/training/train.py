@@ -265,7 +265,7 @@ def fit_low_rank(student, teacher, crops: np.ndarray, ridge: float = 1e-3) -> di
     error (normalised squared error after its batch norm)."""
     import keras
 
-    from kiosk.training.model import factor_pointwise
+    from kiosk.training.model import batch_norm_gain, factor_pointwise
 
     errors = {}
     for layer in student.layers:
@@ -282,8 +282,7 @@ def fit_low_rank(student, teacher, crops: np.ndarray, ridge: float = 1e-3) -> di
         gram += ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
         weight = np.linalg.solve(gram, x.T @ y).T
         bn = student.get_layer(f"{name}_bn")
-        gamma, _, mean, variance = bn.get_weights()
-        scale = gamma / np.sqrt(variance + bn.epsilon)
+        scale, mean = batch_norm_gain(bn), bn.get_weights()[2]
         first, second = factor_pointwise(weight, x, scale, layer.filters)
         layer.set_weights([first.T[None, None]])
         student.get_layer(name).set_weights([second.T[None, None]])
