@@ -29,7 +29,8 @@ DEFAULT_CACHE = Path("cache")
 DEFAULT_RUN = Path("runs/encoder")
 DEFAULT_MODELS = Path("kiosk/models")
 SFACE_AS_PUBLISHED = "sface"
-"""``kiosk-train export --model sface``: export SFace's own weights, not fine-tuned (the shipped encoder)."""
+"""``kiosk-train export --model sface``: export SFace's own weights, not fine-tuned (the reference the shipped stride-2
+stem student is measured against)."""
 UNCALIBRATED_THRESHOLD = 0.999999
 """The threshold an export writes before ``calibrate`` runs: no face scores above it."""
 
@@ -234,7 +235,7 @@ STRENGTH_FRACTION = 0.48
 
 Chosen through the door's front end on the calibration half of wild CelebA (``calibrate.wild_celeba_halves``,
 ``python -m bench.quality_gate``): with every pair counted and a face not found or below the gate a failed
-comparison, the shipped encoder (SFace's own weights) holds TAR at FAR 1e-3 and 1e-4 within 0.3 points of their
+comparison, the encoder shipped then (SFace's own weights) holds TAR at FAR 1e-3 and 1e-4 within 0.3 points of their
 peak from 0.50 to 0.65 x that half's median length, and fewer real faces are refused at the low end: 0.50 x that
 half's median is 0.48 x the calibration faces' (aligned, so nearly all real faces). Junk faces (Haar's false
 detections) have short embeddings and score high against each other; the gate keeps them from setting the
@@ -435,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")
     p.add_argument("--model", type=Path, default=DEFAULT_RUN / "encoder.keras",
                    help=f"a trained encoder.keras, or '{SFACE_AS_PUBLISHED}': SFace's published weights as they are "
-                        "(the shipped encoder; none of the trained students beat it yet)")
+                        "(the reference; the shipped encoder is the --stem-stride 2 student)")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--out", type=Path, default=DEFAULT_MODELS, help="folder for encoder.tflite and encoder.json")
     p.add_argument("--target-far", type=float, default=1e-3, help="false-accept rate per comparison (default %(default)g)")

