@@ -160,3 +160,11 @@ def test_low_rank_bench_measures_the_variance_held_and_the_fitted_factoring_beat
     assert factored[1].strip().startswith("369 M")  # 205 M of the square convolutions' 411 M saved
     weights_only, fitted = (float(cell.split("/")[0]) for cell in factored[2:4])
     assert 0 < weights_only < fitted <= 1
+
+
+def test_activation_bench_times_factored_layouts_only_with_the_stride_2_stem() -> None:
+    from bench.activations import layouts
+
+    assert layouts(["prelu", "relu"], [1, 2], [1, 4]) == [
+        ("prelu", 1, 1), ("prelu", 2, 1), ("prelu", 2, 4), ("relu", 1, 1), ("relu", 2, 1), ("relu", 2, 4)]
+    assert layouts(["relu"], [1], [4, 8]) == []  # kiosk-train refuses them too: nothing to time
