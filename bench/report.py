@@ -226,8 +226,8 @@ def markdown(results: dict, names: list[str], skipped: dict[str, str], args: arg
                   "12 camera frames apart, so a face moves more between them than between a door camera's frames), each pipeline "
                   f"in its own process, after 3 warm-up frames, {rounds} runs of each taken in turns and their frames pooled. A "
                   "frame's time is detection on the frame as the pipeline runs it plus the embedding of the largest face; "
-                  "face-kiosk's also includes its tracker (a full Haar scan every 5th frame, a Haar search in a window around the "
-                  "last face in between), matching against 50 templates and the decision step (not liveness: no peer has one). "
+                  "face-kiosk's also includes its tracker (a full Haar scan every 5th frame, for faces at least 0.7x the one the "
+                  "door uses while it uses one, and a Haar search in a window around the last face in between), matching against 50 templates and the decision step (not liveness: no peer has one). "
                   "x face-kiosk: median (or mean) time over face-kiosk's at the same thread count (above 1: slower); the mean "
                   "counts face-kiosk's full scans at their share. Peak RSS: the whole process (Python, OpenCV, the runtime, the "
                   "models).", ""]

@@ -4,7 +4,8 @@ Each pipeline does what it would do on a door camera frame: find the faces
 (its own detector, on the frame as it would run it) and embed the largest
 (see ``bench/pipelines.py``). face-kiosk runs the door's per-frame work: Haar
 on the frame downscaled to 320 px wide, tracked (only a window around the
-last face is searched, with a full scan every 5th frame), the int8 encoder,
+last face is searched, with a full scan every 5th frame: for faces at least
+0.7x the one in use while the door uses one), the int8 encoder,
 matching against a 50-template gallery and the decision step
 (:class:`kiosk.stage_bench.DoorStages`, which ``kiosk bench`` times on a Pi,
 here with the liveness check off: the peers have none).

@@ -165,9 +165,10 @@ class Door:
         if faces:
             start = time.perf_counter()
             embedded = self.pipeline.embed_faces(frame, faces)
-            if embedded.face is not faces[0]:  # the larger boxes were no faces: the door follows the one that is
-                faces = without_refused(faces, embedded)
+            if embedded.usable:  # the tracker follows the face the door uses (perhaps not the largest box: no face)
                 self.tracker.follow(embedded.face)
+            if embedded.face is not faces[0]:
+                faces = without_refused(faces, embedded)
             timings["encode"] = _ms(start)
 
         start = time.perf_counter()

@@ -56,7 +56,8 @@ class DoorStages:
     """The door's per-frame work on one frame at a time, each stage timed.
 
     Detection is tracked as the door tracks it (a window around the last face,
-    a full scan every 5th frame); the largest face gets the encoder input the
+    a full scan every 5th frame, for faces that could replace the one in use
+    while a usable face is tracked); the largest face gets the encoder input the
     model asks for (``align``: the Haar crop, or the landmark stage and the
     aligned crop), the int8 embedding, the liveness check of
     ``liveness.mode`` (skipped when it is off), a match against
@@ -87,6 +88,8 @@ class DoorStages:
             start = time.perf_counter()
             embedding, strength = self.pipeline.encoder.embed_with_strength(crop)
             timings["encode"] = _since(start)
+            if strength >= self.pipeline.encoder.min_strength:
+                self.tracker.follow(faces[0])  # as the door does with the face it uses
             if self.liveness is not None:
                 start = time.perf_counter()
                 live = self.liveness.check(frame, faces[0], now)

@@ -117,6 +117,45 @@ def test_tracker_follows_a_moving_face_and_rescans_when_it_is_lost():
     assert tracker.find(frame) == []  # face gone: the full scan finds nothing
 
 
+def _two_faces() -> np.ndarray:
+    """A frame with one face photo large (face about 170 px wide) and the same photo small (about 100 px)."""
+    image = read_image(FACES / "George_W_Bush" / "George_W_Bush_0001.jpg")
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    frame[40:415, 20:395] = cv2.resize(image, (375, 375))
+    frame[20:210, 430:620] = cv2.resize(image, (190, 190))
+    return frame
+
+
+def test_find_larger_gives_the_first_pass_boxes_of_faces_that_large_only():
+    finder = FaceFinder()
+    frame = _two_faces()
+    faces = finder.find(frame)
+    assert [f.pass_name for f in faces] == ["haar", "haar"] and faces[1].w < 0.7 * faces[0].w
+    assert finder.find_larger(frame, 0.7 * faces[0].w) == faces[:1], "the large face's box, the small one left out"
+    assert finder.find_larger(frame, 0.3 * faces[0].w) == faces
+
+
+def test_while_the_door_uses_a_face_the_periodic_scan_looks_only_for_faces_that_could_replace_it(monkeypatch):
+    from kiosk.face import FaceTracker
+
+    frame = _two_faces()
+    tracker = FaceTracker(FaceFinder(), full_every=2)
+    full_scans = []
+    whole = tracker.finder.find
+    monkeypatch.setattr(tracker.finder, "find", lambda image, extra=None: full_scans.append(1) or whole(image, extra))
+    seen = []
+    for _ in range(4):  # a full scan, two window searches, the periodic scan: the door uses the large face each time
+        faces = tracker.find(frame)
+        seen.append([(f.pass_name, round(f.w)) for f in faces])
+        tracker.follow(faces[0])
+    large, small = seen[0][0][1], seen[0][1][1]
+    assert [len(s) for s in seen] == [2, 1, 1, 1] and len(full_scans) == 1
+    assert seen[3] == [("haar", large)], "the periodic scan finds the large face's box, not the smaller face"
+    for _ in range(3):  # two window searches, then the periodic scan of a face the door did not use: the whole scan
+        faces = tracker.find(frame)
+    assert [(f.pass_name, round(f.w)) for f in faces] == [("haar", large), ("haar", small)] and len(full_scans) == 2
+
+
 def test_the_window_scan_split_between_two_threads_finds_the_same_boxes_as_one_scan(monkeypatch):
     """The door's window search with OpenCV on 2 threads (scales split with a helper thread) against one
     ``detectMultiScale`` call, on the demo's camera frames with the face shifted around its last box."""
