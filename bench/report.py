@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.pipelines import DESCRIPTIONS, LABELS
-from bench.speed import ROOT, Results, ratio
+from bench.speed import ROOT, Results, encoder_budget, ratio
 
 PLOTS = {"lfw": "lfw-det.png", "celeba": "celeba-det.png", "speed": "speed.png"}
 PUBLISHED = ROOT / "docs"
@@ -232,6 +232,7 @@ def markdown(results: dict, names: list[str], skipped: dict[str, str], args: arg
                   "counts face-kiosk's full scans at their share. Peak RSS: the whole process (Python, OpenCV, the runtime, the "
                   "models).", ""]
         lines += speed_table(results, names)
+        lines += [""] + [f"- {line}" for line in encoder_budget(results["speed"])]
         lines += ["", f"![speed per frame](benchmarks/{PLOTS['speed']})", "", "Model files: "
                   + "; ".join(f"{LABELS.get(n, n)}: " + ", ".join(f"`{f}` {b / 1e6:.2f} MB" for f, b in files.items())
                               for n, files in results["sizes"].items())

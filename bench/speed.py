@@ -14,8 +14,9 @@ Each pipeline runs in its own process, on 1 thread and on all cores, so the
 peak resident memory is that of a process running only that pipeline. Frames
 are read before each timed call, not held in memory. The runs are repeated in
 turns (:data:`ROUNDS`) and their frames pooled. Prints median, p90 and mean
-milliseconds per frame, the ratios to face-kiosk (of medians and of means) and
-the CPU's int8 features. ``python -m bench`` runs this as its speed section; alone:
+milliseconds per frame, the ratios to face-kiosk (of medians and of means), the
+CPU's int8 features, and face-kiosk's median by stage with what a frame 3x
+faster than YuNet + SFace's would leave its encoder. ``python -m bench`` runs this as its speed section; alone:
 
     python -m bench.speed --frames ../shared/data/nuaa_train/live --count 100
 """
@@ -62,11 +63,12 @@ def camera_frames(folder: Path) -> list[Path]:
     return sorted(image_files(folder), key=lambda path: (path.parent, frame_order(path)))
 
 
-def per_frame(name: str, models: Path, threads: int) -> Callable[[np.ndarray], bool]:
-    """A callable(frame) -> whether a face was embedded, doing the pipeline's full per-frame work."""
+def per_frame(name: str, models: Path, threads: int) -> Callable[[np.ndarray], tuple[bool, dict[str, float]]]:
+    """A callable(frame) -> (whether a face was embedded, milliseconds of each stage: face-kiosk's only),
+    doing the pipeline's full per-frame work."""
     if name != "face-kiosk":
         embed = embedder(name, models, threads)
-        return lambda frame: embed(frame) is not None
+        return lambda frame: (embed(frame) is not None, {})
     import cv2
 
     from kiosk import assemble
@@ -78,9 +80,10 @@ def per_frame(name: str, models: Path, threads: int) -> Callable[[np.ndarray], b
     config.liveness.mode = "off"  # the peers have no liveness check
     stages, clock = DoorStages(config, num_threads=threads), FakeClock()
 
-    def run(frame: np.ndarray) -> bool:
+    def run(frame: np.ndarray) -> tuple[bool, dict[str, float]]:
         clock.advance(1 / 15)
-        return stages.run(frame, clock()).faces > 0
+        report = stages.run(frame, clock())
+        return report.faces > 0, report.timings
 
     return run
 
@@ -90,13 +93,17 @@ def measure(name: str, files: list[Path], models: Path, threads: int) -> dict:
     run = per_frame(name, models, threads)
     for path in files[:3]:
         run(read_frame(path))
-    times, found = [], 0
+    times, found, stages = [], 0, {}
     for path in files:
         frame = read_frame(path)
         start = time.perf_counter()
-        found += run(frame)
+        face, timings = run(frame)
         times.append(1000 * (time.perf_counter() - start))
-    return summary(times) | {"frames_with_face": found, "frames": len(files), "peak_rss_mb": peak_rss_mb(), "times_ms": times}
+        found += face
+        for stage, ms in timings.items():
+            stages.setdefault(stage, []).append(ms)
+    return summary(times) | {"frames_with_face": found, "frames": len(files), "peak_rss_mb": peak_rss_mb(), "times_ms": times,
+                             "stages_ms": stages}
 
 
 def summary(times: list[float]) -> dict[str, float]:
@@ -144,7 +151,9 @@ def measure_all(names: list[str], frames: Path, count: int, models: Path,
     results: Results = {
         name: {threads: summary([ms for run in done for ms in run["times_ms"]])
                | {"frames_with_face": min(run["frames_with_face"] for run in done), "frames": done[0]["frames"],
-                  "rounds": len(done), "peak_rss_mb": max(run["peak_rss_mb"] for run in done)}
+                  "rounds": len(done), "peak_rss_mb": max(run["peak_rss_mb"] for run in done),
+                  "stage_median_ms": {stage: float(np.median([ms for run in done for ms in run["stages_ms"][stage]]))
+                                      for stage in done[0]["stages_ms"]}}
                for threads, done in by_threads.items()}
         for name, by_threads in runs.items()}
     return results, failed
@@ -167,6 +176,29 @@ def table(results: Results) -> str:
                          f"{r['frames_with_face']:4d}/{r['frames']:<3d} {r['peak_rss_mb']:12.0f} {ratio(results, name, threads):13.2f} "
                          f"{ratio(results, name, threads, 'mean_ms'):8.2f}")
     return "\n".join(lines)
+
+
+TARGET_LEAD = 3.0
+"""face-kiosk's target: a frame this many times faster than YuNet + SFace's (issue 13), on any x86 CPU."""
+
+
+def encoder_budget(results: Results, peer: str = "yunet-sface", lead: float = TARGET_LEAD) -> list[str]:
+    """Where face-kiosk's median frame goes, stage by stage, and what the encoder may take for ``lead`` times
+    ``peer``'s median frame: that frame time less the other stages' medians (a tracked frame's work)."""
+    lines = []
+    for threads, run in results.get("face-kiosk", {}).items():
+        stages = run.get("stage_median_ms", {})
+        if not stages:
+            continue
+        split = ", ".join(f"{stage} {ms:.1f}" for stage, ms in stages.items())
+        line = f"face-kiosk, {threads} thread{'s' * (threads > 1)}, median ms by stage: {split}"
+        if threads in results.get(peer, {}):
+            frame = results[peer][threads]["median_ms"] / lead
+            rest = sum(ms for stage, ms in stages.items() if stage != "encode")
+            line += (f"; {lead:g}x {LABELS[peer]} ({frame:.1f} ms a frame) leaves the encoder {frame - rest:.1f} ms "
+                     f"(it took {stages.get('encode', float('nan')):.1f})")
+        lines.append(line)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -192,6 +224,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{args.count} frames of {args.frames} (640x480), {args.rounds} rounds, {time.strftime('%Y-%m-%d')}; "
           f"CPU {cpu_model()}, {os.cpu_count()} cores, int8 features: {cpu_int8_features()}")
     print(table(results))
+    print("\n".join(encoder_budget(results)))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,7 @@ def test_quick_run_writes_tables_plots_and_sane_numbers(tmp_path: Path, monkeypa
 
     assert [p.stat().st_mtime_ns if p.exists() else None for p in published] == before
     text = (tmp_path / "benchmarks.md").read_text()
+    assert "- face-kiosk, 1 thread, median ms by stage: detect" in text
     for heading in ("## Summary", "## Accuracy", "### LFW View 1 test", "### CelebA in the wild", "## Speed, memory and size",
                     "## Liveness (face-kiosk only)", "No peer has a liveness check", "| CPU |", "| OpenCV |", "python -m bench --quick"):
         assert heading in text
@@ -68,6 +69,9 @@ def test_quick_run_writes_tables_plots_and_sane_numbers(tmp_path: Path, monkeypa
                 assert 0.0 <= metrics[key] <= 1.0, (test, key, metrics[key])
             assert metrics["images"] > 10
     assert results["accuracy"]["lfw"]["face-kiosk"]["accuracy"] >= 0.7  # 20 easy pairs: a broken pipeline scores ~0.5
+    for run in results["speed"]["face-kiosk"].values():
+        assert set(run["stage_median_ms"]) >= {"detect", "align", "encode", "match", "decide"}
+        assert 0 < run["stage_median_ms"]["encode"] < run["median_ms"]
     for by_threads in results["speed"].values():
         for run in by_threads.values():
             assert 0 < run["median_ms"] <= run["p90_ms"] < 10_000
@@ -168,3 +172,16 @@ def test_activation_bench_times_factored_layouts_only_with_the_stride_2_stem() -
     assert layouts(["prelu", "relu"], [1, 2], [1, 4]) == [
         ("prelu", 1, 1), ("prelu", 2, 1), ("prelu", 2, 4), ("relu", 1, 1), ("relu", 2, 1), ("relu", 2, 4)]
     assert layouts(["relu"], [1], [4, 8]) == []  # kiosk-train refuses them too: nothing to time
+
+
+def test_encoder_budget_is_the_target_frame_less_the_other_stages():
+    from bench.speed import encoder_budget
+
+    stages = {"detect": 3.0, "align": 1.5, "encode": 13.0, "match": 0.1, "decide": 0.4}
+    results = {"face-kiosk": {1: {"median_ms": 17.7, "stage_median_ms": stages}},
+               "yunet-sface": {1: {"median_ms": 36.0}}}
+    (line,) = encoder_budget(results)
+    assert "detect 3.0, align 1.5, encode 13.0" in line
+    assert "(12.0 ms a frame) leaves the encoder 7.0 ms (it took 13.0)" in line
+    del results["yunet-sface"]
+    assert "leaves" not in encoder_budget(results)[0], "no peer in the run: the split alone"
