@@ -199,7 +199,8 @@ def test_slim_student_leaves_blocks_out_retrains_the_run_around_them_and_exports
                      "--out", str(out), "--representative", "12"]) == 0
     metadata = json.loads((out / "encoder.json").read_text())
     assert metadata["architecture"] == {"network": "SFace (MobileNet-style, 12 blocks)", "stem_stride": 2,
-                                        "block4_stride": 2, "drop_blocks": [10, 11], "rank_divisor": 1}
+                                        "block4_stride": 2, "drop_blocks": [10, 11], "rank_divisor": 1,
+                                        "stem_activation": "prelu"}
     assert "blocks 10, 11 left out" in metadata["training"]["objective"]
     assert count_macs(112, 2, 2, (10, 11)) < 0.75 * count_macs(112, 2)
     assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
@@ -235,6 +236,28 @@ def test_low_rank_student_is_fitted_to_sface_then_retrains_the_factored_blocks_a
     assert "factored through 1/4 of their channels" in metadata["training"]["objective"]
     assert count_macs(112, 2, rank_divisor=4) < 0.65 * count_macs(112, 2)
     assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
+
+
+def test_relu_stem_student_trains_its_first_blocks_with_relu_and_exports_as_such(tiny_run):
+    """--stem-activation relu: blocks 1-4 (the ones a stride-2 student retrains) use ReLU, the rest keep SFace's PReLU."""
+    import keras
+
+    from kiosk.training.model import STEM_TRAINED_BLOCKS
+    from kiosk.training.train import _block_of
+
+    run = tiny_run / "relu-stem"
+    assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(run), "--epochs", "1", "--batch-size", "4",
+                     "--steps-per-epoch", "2", "--stem-stride", "2", "--stem-activation", "relu"]) == 0
+    trained = keras.saving.load_model(run / "encoder.keras", compile=False)
+    relu = {_block_of(layer.name) for layer in trained.layers if isinstance(layer, keras.layers.ReLU)}
+    prelu = {_block_of(layer.name) for layer in trained.layers if isinstance(layer, keras.layers.PReLU)}
+    assert relu == set(range(1, STEM_TRAINED_BLOCKS + 1)) and min(prelu) == STEM_TRAINED_BLOCKS + 1
+    out = tiny_run / "models-relu-stem"
+    assert cli.main(["export", "--model", str(run / "encoder.keras"), "--cache", str(tiny_run / "cache"),
+                     "--out", str(out), "--representative", "12"]) == 0
+    metadata = json.loads((out / "encoder.json").read_text())
+    assert metadata["architecture"]["stem_activation"] == "relu"
+    assert "blocks 1-4 use relu instead of PReLU" in metadata["training"]["objective"]
 
 
 def test_stem_student_refuses_settings_it_cannot_start_from() -> None:

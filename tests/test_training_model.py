@@ -95,3 +95,23 @@ def test_rank_divisor_factors_the_square_pointwise_convolutions_and_counts_their
     with pytest.raises(ValueError, match="rank_divisor"):
         block_layout(2, rank_divisor=2)
     del keras
+
+
+def test_stem_activation_sets_the_activation_of_the_blocks_a_stem_student_retrains():
+    keras = pytest.importorskip("keras")
+
+    from kiosk.errors import TrainingError
+    from kiosk.training.model import STEM_TRAINED_BLOCKS, build_encoder
+    from kiosk.training.train import TrainSettings, _block_of, build_student
+
+    model = build_encoder(input_size=48, width=0.25, stem_stride=2, stem_activation="relu")
+    kinds = {layer.name: type(layer) for layer in model.layers if isinstance(layer, (keras.layers.ReLU, keras.layers.PReLU))}
+    assert {_block_of(name) for name, kind in kinds.items() if kind is keras.layers.ReLU} == set(range(1, STEM_TRAINED_BLOCKS + 1))
+    assert {_block_of(name) for name, kind in kinds.items() if kind is keras.layers.PReLU} == set(range(STEM_TRAINED_BLOCKS + 1, 15))
+    shapes = lambda m: {layer.name: [tuple(w.shape) for w in layer.weights] for layer in m.layers  # noqa: E731
+                        if layer.weights and not isinstance(layer, keras.layers.PReLU)}
+    assert shapes(model) == shapes(build_encoder(input_size=48, width=0.25, stem_stride=2)), "SFace's other weights still load"
+    with pytest.raises(ValueError, match="activation"):
+        build_encoder(input_size=48, stem_activation="swish")
+    with pytest.raises(TrainingError, match="stride-2 stem"):
+        build_student(TrainSettings(activation="prelu", stem_activation="relu"))

@@ -81,6 +81,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         drop_blocks=tuple(args.drop_blocks),
         block4_stride=args.block4_stride,
         rank_divisor=args.rank_divisor,
+        stem_activation=args.stem_activation,
         init_from=str(args.init_from) if args.init_from else None,
         feature_weight=args.feature_weight,
     )
@@ -179,7 +180,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     settings = runs[-1]["settings"] if runs and not published else {}
     stem_stride = settings.get("stem_stride", 1)
     architecture = {"stem_stride": stem_stride, "block4_stride": settings.get("block4_stride", 1),
-                    "drop_blocks": settings.get("drop_blocks", []), "rank_divisor": settings.get("rank_divisor", 1)}
+                    "drop_blocks": settings.get("drop_blocks", []), "rank_divisor": settings.get("rank_divisor", 1),
+                    "stem_activation": settings.get("stem_activation") or "prelu"}
     objective = "distillation: 1 - cosine(student(augmented door-aligned face), teacher(YuNet-aligned face))"
     if published:
         objective = ("none: SFace's published weights as they are, fed the face aligned by the door's landmark stage "
@@ -191,6 +193,8 @@ def cmd_export(args: argparse.Namespace) -> None:
                      "weights (kiosk-train train --stem-stride 2)")
         if architecture["block4_stride"] != 1 or architecture["drop_blocks"] or architecture["rank_divisor"] != 1:
             objective = slim_objective(architecture)
+        if architecture["stem_activation"] != "prelu":
+            objective += f"; blocks 1-4 use {architecture['stem_activation']} instead of PReLU"
     elif len(runs) > 1:
         objective += ("; then PReLU replaced by ReLU, trained from the PReLU run with the same objective plus the "
                       "normalised squared error of each block's pre-activation output against the PReLU run's")
@@ -363,6 +367,7 @@ def cmd_all(args: argparse.Namespace) -> None:
         ("train", argparse.Namespace(cache=args.cache, out=DEFAULT_RUN, epochs=2, batch_size=32, learning_rate=1e-3,
                                      freeze_blocks=6, from_scratch=False, steps_per_epoch=None, activation="prelu",
                                      init_from=None, feature_weight=1.0, stem_stride=2, block4_stride=1, drop_blocks=[], rank_divisor=1,
+                                     stem_activation=None,
                                      seed=args.seed)),
         ("export", argparse.Namespace(model=DEFAULT_RUN / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
@@ -431,6 +436,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --stem-stride 2: write the pointwise convolution of blocks 4, 6, 8-12 and 14 (C to C channels) "
                         "as two through C/DIVISOR channels, first fitted to SFace's outputs, then retrained (4: 339 M "
                         "instead of 544 M multiply-accumulates)")
+    p.add_argument("--stem-activation", choices=("prelu", "relu"),
+                   help="with --stem-stride 2: the activation of blocks 1-4, which retrain (default prelu, SFace's); relu "
+                        "saves about half of what int8 PReLU costs (half of the PReLU outputs are there), so far at "
+                        "some accuracy (README, Benchmarks)")
     p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("export", help="int8 TFLite export, runtime checks and threshold calibration")

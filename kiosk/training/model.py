@@ -40,6 +40,8 @@ as two thinner ones."""
 
 STEM_BLOCK = 3
 """The block whose downsampling ``stem_stride=2`` moves into the first convolution."""
+STEM_TRAINED_BLOCKS = STEM_BLOCK + 1
+"""Blocks a stride-2 stem student retrains: those up to the stem block, and the next (more room at 56x56 to match)."""
 
 ACTIVATIONS = ("prelu", "relu", "leaky_relu", "relu6", "hard_swish")
 """Activations the encoder can be built with: SFace's PReLU and the cheaper ones measured for int8 LiteRT
@@ -73,7 +75,8 @@ def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tupl
 
 
 def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1,
-                  drop_blocks: tuple[int, ...] = (), block4_stride: int = 1, rank_divisor: int = 1):
+                  drop_blocks: tuple[int, ...] = (), block4_stride: int = 1, rank_divisor: int = 1,
+                  stem_activation: str | None = None):
     """The encoder network, with random weights.
 
     ``width`` scales every layer's channels (1.0 = SFace, needed to load
@@ -94,9 +97,14 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
 
     ``rank_divisor`` d > 1 writes the pointwise convolution of each of :data:`LOW_RANK_BLOCKS` (C to C channels) as
     ``conv_N_reduce`` (C to C/d) then ``conv_N`` (C/d to C): 2/d of its multiply-accumulates.
+
+    ``stem_activation`` is the activation of blocks 1 to :data:`STEM_TRAINED_BLOCKS` (None: ``activation``): the
+    blocks a stride-2 stem student retrains; at 56x56 they hold half of the network's PReLU outputs, so ReLU
+    there saves about half of what PReLU costs in int8.
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}")
+    for name in (activation, stem_activation or activation):
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {name!r}")
     layout = block_layout(stem_stride, block4_stride, drop_blocks, rank_divisor)
     import keras
     from keras import layers
@@ -104,31 +112,32 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     def channels(n: int) -> int:
         return max(8, int(n * width))
 
-    def bn_prelu(x, name: str, epsilon: float = 1e-3):
+    def bn_prelu(x, name: str, block: int, epsilon: float = 1e-3):
         x = layers.BatchNormalization(epsilon=epsilon, momentum=0.9, name=f"{name}_bn")(x)
-        if activation == "prelu":
+        kind = stem_activation if stem_activation and block <= STEM_TRAINED_BLOCKS else activation
+        if kind == "prelu":
             return layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(x)
-        if activation == "relu":
+        if kind == "relu":
             return layers.ReLU(name=f"{name}_relu")(x)
-        if activation == "leaky_relu":
+        if kind == "leaky_relu":
             return layers.LeakyReLU(0.1, name=f"{name}_leaky_relu")(x)
-        return layers.Activation(activation, name=f"{name}_{activation}")(x)
+        return layers.Activation(kind, name=f"{name}_{kind}")(x)
 
     inputs = keras.Input((input_size, input_size, 3), name="face")
     x = layers.Rescaling(1 / 128.0, offset=-127.5 / 128.0, name="normalise")(inputs)
     x = layers.Conv2D(channels(32), 3, strides=stem_stride, padding="same", use_bias=False, name="conv_1")(x)
-    x = bn_prelu(x, "conv_1")
+    x = bn_prelu(x, "conv_1", 1)
     for index, filters, stride, rank in layout:
         if stride == 2:
             x = layers.ZeroPadding2D(1, name=f"conv_{index}_pad")(x)
             x = layers.DepthwiseConv2D(3, strides=2, padding="valid", use_bias=False, name=f"conv_{index}_dw")(x)
         else:
             x = layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"conv_{index}_dw")(x)
-        x = bn_prelu(x, f"conv_{index}_dw")
+        x = bn_prelu(x, f"conv_{index}_dw", index)
         if rank:
             x = layers.Conv2D(channels(rank), 1, use_bias=False, name=f"conv_{index}_reduce")(x)
         x = layers.Conv2D(channels(filters), 1, use_bias=False, name=f"conv_{index}")(x)
-        x = bn_prelu(x, f"conv_{index}")
+        x = bn_prelu(x, f"conv_{index}", index)
     x = layers.BatchNormalization(epsilon=2e-5, momentum=0.9, name="bn1")(x)
     x = layers.Dropout(0.4, name="dropout")(x)
     x = layers.Flatten(name="flatten")(x)

@@ -33,6 +33,11 @@ convolutions (three quarters of the multiply-accumulates) become C to C/4 to C. 
 faces are close to low-rank, so each pair is first set by reduced-rank regression from the student's own
 input to SFace's output there (:func:`fit_low_rank`, no training step), then those blocks retrain with
 the stem's blocks to give SFace's later block outputs and embedding.
+
+ReLU in the stem's blocks (``--stem-activation relu``, with the stride-2 stem): blocks 1-4 retrain anyway, and
+at 56x56 they hold half of the network's activation values, so ReLU there saves most of what int8 PReLU costs
+(0.7 / 0.5 ms of 12.6 / 6.6 on the AVX2 paths). Their SFace slopes are dropped; the retrained convolutions learn
+to give SFace's later block outputs through ReLU. So far that student trails the PReLU one (README, Benchmarks).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ import numpy as np
 
 from kiosk.errors import TrainingError
 from kiosk.training.augment import augment
-from kiosk.training.model import LOW_RANK_BLOCKS, STEM_BLOCK
+from kiosk.training.model import LOW_RANK_BLOCKS, STEM_BLOCK, STEM_TRAINED_BLOCKS
 from kiosk.training.prepare import Cache
 
 
@@ -69,12 +74,13 @@ class TrainSettings:
     drop_blocks: tuple[int, ...] = ()
     block4_stride: int = 1
     rank_divisor: int = 1
+    stem_activation: str | None = None
 
     @property
     def architecture(self) -> dict:
         """The layout :func:`kiosk.training.model.build_encoder` takes (and ``encoder.json`` records)."""
         return {"stem_stride": self.stem_stride, "block4_stride": self.block4_stride, "drop_blocks": list(self.drop_blocks),
-                "rank_divisor": self.rank_divisor}
+                "rank_divisor": self.rank_divisor, "stem_activation": self.stem_activation}
 
 
 def distillation_loss(teacher, student):
@@ -126,8 +132,6 @@ def targets(teacher: np.ndarray, with_features: bool, with_embedding: bool = Tru
 
 FEATURE_TAPS = [f"conv_{index}_bn" for index in range(2, 15)]
 """Pre-activation outputs matched block by block when the activation changes."""
-STEM_TRAINED_BLOCKS = STEM_BLOCK + 1
-"""Blocks a stride-2 stem student retrains: those up to the stem block, and the next (more room at 56x56 to match)."""
 STEM_TAPS = [f"conv_{index}_bn" for index in range(STEM_BLOCK, 9)]
 """Pre-activation outputs a stride-2 stem learns: from the first block whose shape matches SFace's to the first
 14x14 blocks, so the retrained blocks also answer for what the frozen ones after them make of their output."""
@@ -212,9 +216,10 @@ def build_student(settings: TrainSettings):
     if settings.stem_stride != 1 and (settings.activation != "prelu" or settings.from_scratch):
         raise TrainingError("a stride-2 stem student starts from SFace's own weights (or an earlier run of the same "
                             "layout) with its PReLU activation (--activation prelu, without --from-scratch)")
-    if settings.stem_stride == 1 and (settings.drop_blocks or settings.block4_stride != 1 or settings.rank_divisor != 1):
-        raise TrainingError("blocks are left out, block 4 downsamples or pointwise convolutions are factored only in a "
-                            "stride-2 stem student (--stem-stride 2)")
+    if settings.stem_stride == 1 and (settings.drop_blocks or settings.block4_stride != 1 or settings.rank_divisor != 1
+                                      or settings.stem_activation):
+        raise TrainingError("blocks are left out, block 4 downsamples, pointwise convolutions are factored or the stem "
+                            "blocks change their activation only in a stride-2 stem student (--stem-stride 2)")
     model = build_encoder(activation=settings.activation, **settings.architecture)
     if settings.from_scratch:
         return model, None
