@@ -91,7 +91,12 @@ def run_interpreter(interpreter: Any, crop: np.ndarray) -> np.ndarray:
     out = interpreter.get_output_details()[0]
     if inp["dtype"] == np.int8:
         scale, zero = inp["quantization"]
-        data = np.clip(np.round(crop.astype(np.float32) / scale + zero), -128, 127).astype(np.int8)
+        if crop.dtype == np.uint8 and scale == 1.0 and zero == -128:
+            # What the export writes (pixels 0..255 as int8 -128..127): flipping the top bit is the same
+            # arithmetic, exactly, and a twentieth of its time per frame (three landmark looks and an embedding).
+            data = (crop ^ np.uint8(0x80)).view(np.int8)
+        else:
+            data = np.clip(np.round(crop.astype(np.float32) / scale + zero), -128, 127).astype(np.int8)
     elif inp["dtype"] == np.uint8:
         data = crop.astype(np.uint8)
     else:

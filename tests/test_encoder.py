@@ -46,6 +46,42 @@ def test_same_person_scores_above_threshold_and_strangers_below():
     assert embed["George_W_Bush1"] @ embed["Hugo_Chavez2"] < threshold
 
 
+class RecordingInterpreter:
+    """Takes what run_interpreter feeds a model with the given input quantisation; returns a fixed raw output."""
+
+    def __init__(self, quantization: tuple[float, int]) -> None:
+        self.quantization, self.fed = quantization, None
+
+    def get_input_details(self):
+        return [{"index": 0, "dtype": np.int8, "quantization": self.quantization}]
+
+    def get_output_details(self):
+        return [{"index": 1, "dtype": np.int8, "quantization": (0.5, 2)}]
+
+    def set_tensor(self, index, data):
+        self.fed = data.copy()
+
+    def invoke(self):
+        pass
+
+    def get_tensor(self, index):
+        return np.array([[4, -6]], np.int8)
+
+
+@pytest.mark.parametrize("quantization", [(1.0, -128), (2.0, 0), (1.0, 0)])
+def test_int8_input_is_each_pixel_quantised_exactly(quantization):
+    """Every pixel value goes in as round(pixel / scale + zero point), clipped to int8, whichever way it is computed
+    (the export's scale 1 / zero point -128 takes a bit flip)."""
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16, 1).repeat(3, axis=2)
+    interpreter = RecordingInterpreter(quantization)
+    output = run_interpreter(interpreter, pixels)
+    scale, zero = quantization
+    expected = np.clip(np.round(np.arange(256) / scale + zero), -128, 127).reshape(16, 16, 1).repeat(3, axis=2)
+    assert interpreter.fed.dtype == np.int8 and interpreter.fed.shape == (1, 16, 16, 3)
+    assert np.array_equal(interpreter.fed[0].astype(int), expected)
+    assert np.allclose(output, [(4 - 2) * 0.5, (-6 - 2) * 0.5])
+
+
 def test_every_installed_runtime_gives_the_same_embeddings_and_decisions():
     """The Pi may run tflite-runtime, a desktop ai-edge-litert: the threshold must mean the same in both.
 
