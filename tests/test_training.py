@@ -11,13 +11,15 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from kiosk.encoder import Encoder, runtime_interpreters, sha256_of
-from kiosk.training import TRAIN_EXTRA, cli
+from kiosk.errors import TrainingError
+from kiosk.training import TRAIN_EXTRA, cli, require_train_extra
 from kiosk.training.datasets import identity_folders
 from kiosk.training.prepare import build_cache
 from tests.conftest import FACES
@@ -41,6 +43,16 @@ def test_missing_train_extra_is_a_message_and_exit_status_2(tmp_path: Path) -> N
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("kiosk-train: tensorflow cannot be imported") and TRAIN_EXTRA in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_training_on_another_keras_backend_needs_no_tensorflow_but_the_export_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``KERAS_BACKEND=jax`` (a GPU machine without TensorFlow) trains; the int8 export still asks for TensorFlow."""
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # import tensorflow now raises ModuleNotFoundError
+    monkeypatch.setitem(sys.modules, "keras", types.ModuleType("keras"))  # Keras on its JAX backend, imported
+    require_train_extra()
+    with pytest.raises(TrainingError, match="tensorflow cannot be imported"):
+        require_train_extra(converter=True)
 
 
 @pytest.fixture(scope="module")

@@ -116,7 +116,7 @@ def slim_objective(architecture: dict) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    require_train_extra()
+    require_train_extra(converter=True)
     import keras
 
     from kiosk.encoder import DEFAULT_MODEL_DIR, METADATA_FILE, MODEL_FILE, sha256_of
@@ -358,7 +358,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_all(args: argparse.Namespace) -> None:
-    require_train_extra()  # before the long prepare step
+    require_train_extra(converter=True)  # before the long prepare step (the export needs the converter)
     started = time.time()
     steps = [
         ("prepare", argparse.Namespace(data=args.data, cache=args.cache, holdout=0.1, seed=args.seed, limit_people=None, workers=args.workers)),
