@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def train() -> None:
-        require_train_extra()
+        require_train_extra(converter=True)  # it trains and exports the int8 file in one run
         run(args.data, args.faces, args.out, args.cache, args.minifasnet, args.seed)
 
     return exit_status(PROG, train)
