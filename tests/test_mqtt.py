@@ -187,9 +187,12 @@ def test_unlock_from_home_assistant_only_when_allowed_and_always_logged(running,
         assert not door.ask("status")[0]["relay_on"]
     finally:
         bridge.stop()
+    ha.messages.clear()  # the first bridge's (retained) state must not stand in for the second's
     door, bridge = bridged(running, broker, [EMPTY], mqtt__remote_unlock=True)
     try:
-        assert ha.wait(lambda: bridge.connected)
+        # The bridge subscribes to lock/set before it publishes its state, and the broker handles one client's
+        # packets in order: once its state arrives, a command reaches it (``connected`` alone comes before that).
+        assert ha.wait(lambda: bridge.connected and ha.last("kiosk/face_kiosk/lock") == b"LOCKED")
         ha.publish("kiosk/face_kiosk/lock/set", "UNLOCK")
         assert ha.wait(lambda: door.ask("status")[0]["relay_on"])
         ha.publish("kiosk/face_kiosk/lock/set", "LOCK")
