@@ -249,6 +249,31 @@ def test_low_rank_student_is_fitted_to_sface_then_retrains_the_factored_blocks_a
     assert count_macs(112, 2, rank_divisor=4) < 0.65 * count_macs(112, 2)
     assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
 
+    # Grown back: block 14 whole again (SFace's convolution), every block and the head training from that run.
+    grown = tiny_run / "low-rank-grown"
+    assert cli.main(["train", "--cache", str(tiny_run / "cache"), "--out", str(grown), "--epochs", "1", "--batch-size", "4",
+                     "--steps-per-epoch", "2", "--learning-rate", "1e-3", "--stem-stride", "2", "--rank-divisor", "4",
+                     "--full-rank-blocks", "14", "--train-all-blocks", "--embedding-weight", "5",
+                     "--init-from", str(run / "encoder.keras")]) == 0
+    assert "grown back to full rank, from SFace: conv_14" in capsys.readouterr().out
+    record = json.loads((grown / "history.json").read_text())["settings"]
+    assert record["full_rank_blocks"] == [14] and record["train_all_blocks"] and record["embedding_weight"] == 5
+    regrown, before = keras.saving.load_model(grown / "encoder.keras", compile=False), trained
+    assert regrown.get_layer("conv_14").kernel.shape == sface.get_layer("conv_14").kernel.shape
+    assert "conv_14_reduce" not in {layer.name for layer in regrown.layers}
+    for name in ("conv_5", "conv_13", "pre_fc1"):  # kept SFace's before; now they train too
+        assert not np.array_equal(regrown.get_layer(name).get_weights()[0], before.get_layer(name).get_weights()[0])
+    for ours, theirs in zip(regrown.get_layer("conv_9_bn").get_weights(), sface.get_layer("conv_9_bn").get_weights()):
+        np.testing.assert_array_equal(ours, theirs)  # batch norms stay frozen
+    out = tiny_run / "models-low-rank-grown"
+    assert cli.main(["export", "--model", str(grown / "encoder.keras"), "--cache", str(tiny_run / "cache"),
+                     "--out", str(out), "--representative", "12"]) == 0
+    metadata = json.loads((out / "encoder.json").read_text())
+    assert metadata["architecture"]["full_rank_blocks"] == [14]
+    objective = metadata["training"]["objective"]
+    assert "blocks 4, 6, 8, 9, 10, 11, 12 factored" in objective and "block 14 kept whole (SFace's, put back" in objective
+    assert "every block and the head retrained" in objective and "embedding weighted 5x" in objective
+
 
 def test_relu_stem_student_trains_its_first_blocks_with_relu_and_exports_as_such(tiny_run):
     """--stem-activation relu: blocks 1-4 (the ones a stride-2 student retrains) use ReLU, the rest keep SFace's PReLU."""
@@ -284,3 +309,30 @@ def test_stem_student_refuses_settings_it_cannot_start_from() -> None:
         build_student(TrainSettings(drop_blocks=(10,)))
     with pytest.raises(TrainingError, match="only in a stride-2 stem student"):
         build_student(TrainSettings(rank_divisor=4))
+    with pytest.raises(TrainingError, match="only in a stride-2 stem student"):
+        build_student(TrainSettings(train_all_blocks=True))
+    with pytest.raises(TrainingError, match="kept whole when --rank-divisor factors"):
+        build_student(TrainSettings(stem_stride=2, activation="prelu", full_rank_blocks=(14,)))
+
+
+def test_feature_loss_weights_each_teacher_output_as_asked() -> None:
+    """--embedding-weight: the embedding's error counts that many times among the block outputs'."""
+    keras = pytest.importorskip("keras")
+    from kiosk.training.train import TrainSettings, feature_model, tap_weights
+
+    def network(seed: int):
+        keras.utils.set_random_seed(seed)
+        face = keras.Input((6,))
+        return keras.Model(face, keras.layers.Dense(3, name="fc1")(keras.layers.Dense(4, name="block")(face)))
+
+    teacher, student = network(0), network(1)
+    faces = np.random.default_rng(0).normal(size=(5, 6)).astype(np.float32)
+
+    def features(taps, weights=None):
+        return feature_model(student, teacher, taps, with_embedding=False, weights=weights).predict(faces, verbose=0)["features"][:, 0]
+
+    block, embedding = features(["block"]), features(["fc1"])
+    assert tap_weights(TrainSettings(embedding_weight=5), ["block", "fc1"]) == [1.0, 5.0]
+    np.testing.assert_allclose(features(["block", "fc1"]), (block + embedding) / 2, rtol=1e-5)
+    np.testing.assert_allclose(features(["block", "fc1"], [1.0, 5.0]), (block + 5 * embedding) / 6, rtol=1e-5)
+    assert np.all(block > 0.1) and np.all(np.abs(block - embedding) > 1e-2 * block)

@@ -97,6 +97,27 @@ def test_rank_divisor_factors_the_square_pointwise_convolutions_and_counts_their
     del keras
 
 
+def test_full_rank_blocks_keep_their_whole_pointwise_convolution_when_the_others_are_factored():
+    keras = pytest.importorskip("keras")
+
+    from kiosk.training.model import block_layout, build_encoder
+    from kiosk.training.report import count_macs
+
+    model = build_encoder(input_size=48, width=0.25, stem_stride=2, rank_divisor=8, full_rank_blocks=(14,))
+    names = {layer.name for layer in model.layers}
+    assert "conv_14_reduce" not in names and "conv_12_reduce" in names
+    assert model.get_layer("conv_14").kernel.shape == (1, 1, 256, 256)
+    ranks = {block: rank for block, _, _, rank in block_layout(2, rank_divisor=8, full_rank_blocks=(14,))}
+    assert ranks[14] == 0 and ranks[12] == 512 // 8
+    # block 14 (7x7, 1024 channels) at its full cost instead of 2/8 of it
+    assert count_macs(112, 2, rank_divisor=8, full_rank_blocks=(14,)) == pytest.approx(
+        count_macs(112, 2, rank_divisor=8) + 7 * 7 * 1024 * 1024 * (1 - 2 / 8))
+    for bad in ({"rank_divisor": 8, "full_rank_blocks": (5,)}, {"full_rank_blocks": (14,)}):
+        with pytest.raises(ValueError, match="full_rank_blocks"):
+            block_layout(2, **bad)
+    del keras
+
+
 def test_stem_activation_sets_the_activation_of_the_blocks_a_stem_student_retrains():
     keras = pytest.importorskip("keras")
 

@@ -82,6 +82,9 @@ def cmd_train(args: argparse.Namespace) -> None:
         block4_stride=args.block4_stride,
         rank_divisor=args.rank_divisor,
         stem_activation=args.stem_activation,
+        full_rank_blocks=tuple(args.full_rank_blocks),
+        train_all_blocks=args.train_all_blocks,
+        embedding_weight=args.embedding_weight,
         init_from=str(args.init_from) if args.init_from else None,
         feature_weight=args.feature_weight,
     )
@@ -89,8 +92,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"saved {path}")
 
 
-def slim_objective(architecture: dict) -> str:
-    """How a student with SFace's later downsampling moved or 14x14 blocks left out was trained, for encoder.json."""
+def slim_objective(architecture: dict, training: dict | None = None, runs: list[dict] = ()) -> str:
+    """How a student with SFace's later downsampling moved or 14x14 blocks left out was trained, for encoder.json.
+
+    ``training``: the last run's settings; ``runs``: the settings of every run in the chain that made it."""
+    training = training or {}
     changes = ["a stride-2 first convolution (its block-3 downsampling moved there)"]
     retrained = "blocks 1-4"
     if architecture["block4_stride"] != 1:
@@ -98,21 +104,30 @@ def slim_objective(architecture: dict) -> str:
         retrained = "blocks 1-5"
     learned = "SFace's pre-activation outputs of blocks 3-8 (those of its shape)"
     if architecture["drop_blocks"]:
-        kept = [b for b in range(8, 13) if b not in architecture["drop_blocks"]]
+        left = [b for b in range(8, 13) if b not in architecture["drop_blocks"]]
         changes.append(f"blocks {', '.join(map(str, architecture['drop_blocks']))} left out")
-        retrained += f" and {', '.join(map(str, kept))}"
+        retrained += f" and {', '.join(map(str, left))}"
         learned += ", of blocks 12-14 and its embedding"
-    divisor = architecture.get("rank_divisor", 1)
+    divisor, whole = architecture.get("rank_divisor", 1), architecture.get("full_rank_blocks", [])
     if divisor > 1:
-        factored = [b for b in LOW_RANK_BLOCKS if b not in architecture["drop_blocks"]]
+        factored = [b for b in LOW_RANK_BLOCKS if b not in architecture["drop_blocks"] and b not in whole]
         changes.append(f"the pointwise convolutions of blocks {', '.join(map(str, factored))} factored through 1/{divisor} of "
                        "their channels (first fitted to SFace's outputs by reduced-rank regression)")
         retrained += f" and {', '.join(map(str, factored))}"
         learned += ", of blocks 9-14 and its embedding"
+    kept = "the other blocks and the head keep SFace's weights"
+    if training.get("train_all_blocks"):
+        retrained, kept = "every block and the head", "only the batch norms keep SFace's"
+    if training.get("embedding_weight", 1) != 1:
+        learned += f" (the embedding weighted {training['embedding_weight']:g}x)"
+    if divisor > 1 and whole:
+        grown = any(run.get("rank_divisor", 1) > 1 and not set(whole) <= set(run.get("full_rank_blocks", [])) for run in runs)
+        changes.append(f"the pointwise convolution of block {', '.join(map(str, whole))} kept whole"
+                       + (" (SFace's, put back after a run that factored it too)" if grown else ""))
     return (f"SFace's network with {'; '.join(changes)}: {retrained} retrained (convolutions and PReLU slopes, batch "
-            f"norms frozen) to reproduce {learned} (normalised squared error) on augmented door-aligned faces; the other "
-            "blocks and the head keep SFace's weights (kiosk-train train --stem-stride 2 --block4-stride/--drop-blocks/"
-            "--rank-divisor)")
+            f"norms frozen) to reproduce {learned} (normalised squared error) on augmented door-aligned faces; {kept} "
+            "(kiosk-train train --stem-stride 2 --block4-stride/--drop-blocks/--rank-divisor/--full-rank-blocks/"
+            "--train-all-blocks/--embedding-weight)")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -181,7 +196,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     stem_stride = settings.get("stem_stride", 1)
     architecture = {"stem_stride": stem_stride, "block4_stride": settings.get("block4_stride", 1),
                     "drop_blocks": settings.get("drop_blocks", []), "rank_divisor": settings.get("rank_divisor", 1),
-                    "stem_activation": settings.get("stem_activation") or "prelu"}
+                    "stem_activation": settings.get("stem_activation") or "prelu",
+                    "full_rank_blocks": settings.get("full_rank_blocks", [])}
     objective = "distillation: 1 - cosine(student(augmented door-aligned face), teacher(YuNet-aligned face))"
     if published:
         objective = ("none: SFace's published weights as they are, fed the face aligned by the door's landmark stage "
@@ -192,7 +208,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                      "(normalised squared error) on augmented door-aligned faces; blocks 5 on and the head keep SFace's "
                      "weights (kiosk-train train --stem-stride 2)")
         if architecture["block4_stride"] != 1 or architecture["drop_blocks"] or architecture["rank_divisor"] != 1:
-            objective = slim_objective(architecture)
+            objective = slim_objective(architecture, settings, [run["settings"] for run in runs])
         if architecture["stem_activation"] != "prelu":
             objective += f"; blocks 1-4 use {architecture['stem_activation']} instead of PReLU"
     elif len(runs) > 1:
@@ -368,6 +384,7 @@ def cmd_all(args: argparse.Namespace) -> None:
                                      freeze_blocks=6, from_scratch=False, steps_per_epoch=None, activation="prelu",
                                      init_from=None, feature_weight=1.0, stem_stride=2, block4_stride=1, drop_blocks=[], rank_divisor=1,
                                      stem_activation=None,
+                                     full_rank_blocks=[], train_all_blocks=False, embedding_weight=1.0,
                                      seed=args.seed)),
         ("export", argparse.Namespace(model=DEFAULT_RUN / "encoder.keras", cache=args.cache, out=args.out, target_far=1e-3,
                                       representative=32, seed=args.seed)),
@@ -436,6 +453,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --stem-stride 2: write the pointwise convolution of blocks 4, 6, 8-12 and 14 (C to C channels) "
                         "as two through C/DIVISOR channels, first fitted to SFace's outputs, then retrained (4: 339 M "
                         "instead of 544 M multiply-accumulates)")
+    p.add_argument("--full-rank-blocks", type=int, nargs="+", default=[], choices=LOW_RANK_BLOCKS, metavar="BLOCK",
+                   help="with --rank-divisor: keep these blocks' pointwise convolutions whole (14: the 7x7 block, where "
+                        "factoring loses most and whole costs about 1 ms on AVX2); with --init-from a run that factored "
+                        "them, they start from SFace's own convolution")
+    p.add_argument("--train-all-blocks", action="store_true",
+                   help="with --stem-stride 2: retrain every block and the head, not only the changed ones (batch norms "
+                        "stay frozen)")
+    p.add_argument("--embedding-weight", type=float, default=1.0,
+                   help="with --stem-stride 2: weight of the embedding among the teacher outputs learned (default 1, "
+                        "one of about ten)")
     p.add_argument("--stem-activation", choices=("prelu", "relu"),
                    help="with --stem-stride 2: the activation of blocks 1-4, which retrain (default prelu, SFace's); relu "
                         "saves about half of what int8 PReLU costs (half of the PReLU outputs are there), so far at "

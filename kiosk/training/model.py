@@ -49,10 +49,11 @@ ACTIVATIONS = ("prelu", "relu", "leaky_relu", "relu6", "hard_swish")
 
 
 def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tuple[int, ...] = (),
-                 rank_divisor: int = 1) -> list[tuple[int, int, int, int]]:
+                 rank_divisor: int = 1, full_rank_blocks: tuple[int, ...] = ()) -> list[tuple[int, int, int, int]]:
     """(block, pointwise channels, depthwise stride, pointwise rank) of blocks 2-14 in a layout of
     :func:`build_encoder`: the one place where downsampling moves, blocks are left out and pointwise convolutions
-    are factored (the network is built from it, its cost counted). A rank of 0 is a full pointwise convolution."""
+    are factored (the network is built from it, its cost counted). A rank of 0 is a full pointwise convolution;
+    ``full_rank_blocks`` keep theirs when ``rank_divisor`` factors the others."""
     if stem_stride not in (1, 2):
         raise ValueError(f"stem_stride must be 1 or 2, not {stem_stride!r}")
     if block4_stride not in (1, 2):
@@ -61,6 +62,10 @@ def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tupl
         raise ValueError(f"only blocks {', '.join(map(str, DROPPABLE_BLOCKS))} can be left out, not {sorted(drop_blocks)}")
     if rank_divisor not in (1, 4, 8):
         raise ValueError(f"rank_divisor must be 1, 4 or 8 (2 saves nothing), not {rank_divisor!r}")
+    if not set(full_rank_blocks) <= set(LOW_RANK_BLOCKS) or (full_rank_blocks and rank_divisor == 1):
+        raise ValueError(f"full_rank_blocks keep the full convolution of some of blocks "
+                         f"{', '.join(map(str, LOW_RANK_BLOCKS))} when rank_divisor factors the others, "
+                         f"not {sorted(full_rank_blocks)} with rank_divisor {rank_divisor}")
     layout = []
     for index, (filters, stride) in enumerate(BLOCKS, start=2):
         if index in drop_blocks:
@@ -69,14 +74,14 @@ def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tupl
             stride = 1
         if block4_stride == 2 and index in (4, 5):
             stride = 2 if index == 4 else 1
-        rank = filters // rank_divisor if rank_divisor > 1 and index in LOW_RANK_BLOCKS else 0
+        rank = filters // rank_divisor if rank_divisor > 1 and index in set(LOW_RANK_BLOCKS) - set(full_rank_blocks) else 0
         layout.append((index, filters, stride, rank))
     return layout
 
 
 def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1,
                   drop_blocks: tuple[int, ...] = (), block4_stride: int = 1, rank_divisor: int = 1,
-                  stem_activation: str | None = None):
+                  stem_activation: str | None = None, full_rank_blocks: tuple[int, ...] = ()):
     """The encoder network, with random weights.
 
     ``width`` scales every layer's channels (1.0 = SFace, needed to load
@@ -96,7 +101,9 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     shapes, so its weights still load into them.
 
     ``rank_divisor`` d > 1 writes the pointwise convolution of each of :data:`LOW_RANK_BLOCKS` (C to C channels) as
-    ``conv_N_reduce`` (C to C/d) then ``conv_N`` (C/d to C): 2/d of its multiply-accumulates.
+    ``conv_N_reduce`` (C to C/d) then ``conv_N`` (C/d to C): 2/d of its multiply-accumulates; those of
+    ``full_rank_blocks`` stay whole (block 14, the 7x7 one, keeps the most error when factored and costs the least
+    time whole).
 
     ``stem_activation`` is the activation of blocks 1 to :data:`STEM_TRAINED_BLOCKS` (None: ``activation``): the
     blocks a stride-2 stem student retrains; at 56x56 they hold half of the network's PReLU outputs, so ReLU
@@ -105,7 +112,7 @@ def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation
     for name in (activation, stem_activation or activation):
         if name not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {name!r}")
-    layout = block_layout(stem_stride, block4_stride, drop_blocks, rank_divisor)
+    layout = block_layout(stem_stride, block4_stride, drop_blocks, rank_divisor, full_rank_blocks)
     import keras
     from keras import layers
 

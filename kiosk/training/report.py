@@ -29,13 +29,13 @@ PI4_BASIS = (
 
 
 def count_macs(size: int = 112, stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tuple[int, ...] = (),
-               rank_divisor: int = 1) -> float:
+               rank_divisor: int = 1, full_rank_blocks: tuple[int, ...] = ()) -> float:
     """Multiply-accumulates of one embedding, from the architecture (``encoder.json``'s, no TF needed)."""
     from kiosk.training.model import EMBEDDING_SIZE, block_layout
 
     side = size // stem_stride
     channels, macs = 32, side * side * 27 * 32
-    for _, filters, stride, rank in block_layout(stem_stride, block4_stride, drop_blocks, rank_divisor):
+    for _, filters, stride, rank in block_layout(stem_stride, block4_stride, drop_blocks, rank_divisor, full_rank_blocks):
         side //= stride
         macs += side * side * channels * 9 + side * side * (rank * (channels + filters) if rank else channels * filters)
         channels = filters
@@ -131,7 +131,8 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
         speed[threads] = time_encoder(assemble.pipeline(assemble.default_config(models), num_threads=threads).encoder, crops)
     architecture = json.loads((models / METADATA_FILE).read_text()).get("architecture", {})
     macs = count_macs(encoder.input_size, architecture.get("stem_stride", 1), architecture.get("block4_stride", 1),
-                      tuple(architecture.get("drop_blocks", ())), architecture.get("rank_divisor", 1))
+                      tuple(architecture.get("drop_blocks", ())), architecture.get("rank_divisor", 1),
+                      tuple(architecture.get("full_rank_blocks", ())))
     size_mb = (models / MODEL_FILE).stat().st_size / 1e6
 
     lfw_png, celeba_png = report.with_name("encoder-lfw-det.png"), report.with_name("encoder-celeba-det.png")

@@ -75,12 +75,16 @@ class TrainSettings:
     block4_stride: int = 1
     rank_divisor: int = 1
     stem_activation: str | None = None
+    full_rank_blocks: tuple[int, ...] = ()
+    train_all_blocks: bool = False
+    embedding_weight: float = 1.0
 
     @property
     def architecture(self) -> dict:
         """The layout :func:`kiosk.training.model.build_encoder` takes (and ``encoder.json`` records)."""
         return {"stem_stride": self.stem_stride, "block4_stride": self.block4_stride, "drop_blocks": list(self.drop_blocks),
-                "rank_divisor": self.rank_divisor, "stem_activation": self.stem_activation}
+                "rank_divisor": self.rank_divisor, "stem_activation": self.stem_activation,
+                "full_rank_blocks": list(self.full_rank_blocks)}
 
 
 def distillation_loss(teacher, student):
@@ -151,6 +155,7 @@ def slim_plan(settings: TrainSettings, student, teacher) -> tuple[set[int], list
     :data:`STEM_TAPS`; with blocks of the 14x14 run left out, the run's other blocks retrain too and learn
     :data:`SLIM_TAPS`; with factored pointwise convolutions (``rank_divisor``), those blocks retrain and learn
     :data:`LOW_RANK_TAPS` too. Taps whose shape differs from SFace's (block 4's output when it downsamples) are skipped.
+    With ``train_all_blocks`` every block and the head retrain (their batch norms stay frozen).
     """
     blocks = set(range(1, STEM_TRAINED_BLOCKS + 1)) | ({5} if settings.block4_stride == 2 else set())
     taps = list(STEM_TAPS)
@@ -162,14 +167,23 @@ def slim_plan(settings: TrainSettings, student, teacher) -> tuple[set[int], list
         taps += [t for t in LOW_RANK_TAPS if t not in taps]
     names = {layer.name for layer in student.layers}
     taps = [t for t in taps if t in names and student.get_layer(t).output.shape == teacher.get_layer(t).output.shape]
+    if settings.train_all_blocks:
+        blocks = {_block_of(layer.name) for layer in student.layers}
     return blocks, taps
 
 
-def feature_model(student, teacher, taps: list[str] = FEATURE_TAPS, with_embedding: bool = True):
+def tap_weights(settings: TrainSettings, taps: list[str]) -> list[float]:
+    """Each tap's weight in the feature loss: ``embedding_weight`` for the embedding (``fc1``), 1 for block outputs.
+    The embedding is what the door compares; among nine block outputs it would weigh a tenth."""
+    return [settings.embedding_weight if tap == "fc1" else 1.0 for tap in taps]
+
+
+def feature_model(student, teacher, taps: list[str] = FEATURE_TAPS, with_embedding: bool = True,
+                  weights: list[float] | None = None):
     """One model giving the student's block-wise feature error against ``teacher`` (and its embedding).
 
-    ``features`` is the mean over ``taps`` of ``mean((s - t)^2) / mean(t^2)``
-    per sample; its loss is the value itself. Without ``with_embedding`` the
+    ``features`` is the mean over ``taps`` (weighted by ``weights``, default equal) of
+    ``mean((s - t)^2) / mean(t^2)`` per sample; its loss is the value itself. Without ``with_embedding`` the
     model stops at the last tap (the stem student: nothing later trains).
     """
     import keras
@@ -184,7 +198,9 @@ def feature_model(student, teacher, taps: list[str] = FEATURE_TAPS, with_embeddi
     ours, theirs = outputs[: len(taps)], teacher_taps(face)
     errors = [ops.mean(ops.square(s - t), axis=tuple(range(1, len(t.shape))))
               / (ops.mean(ops.square(t), axis=tuple(range(1, len(t.shape)))) + 1e-3) for s, t in zip(ours, theirs)]
-    named = {"features": keras.layers.Identity(name="features")(ops.mean(ops.stack(errors, axis=1), axis=1, keepdims=True))}
+    weights = np.asarray(weights or [1.0] * len(taps), np.float32)
+    mean = ops.sum(ops.stack(errors, axis=1) * (weights / weights.sum()), axis=1, keepdims=True)
+    named = {"features": keras.layers.Identity(name="features")(mean)}
     if with_embedding:
         named["embedding"] = keras.layers.Identity(name="embedding")(outputs[-1])
     return keras.Model(face, named)
@@ -202,7 +218,8 @@ def build_student(settings: TrainSettings):
     block, SFace's own (PReLU) pre-activation outputs, with its batch norms
     training (they must follow the changed activations) except the head's.
     With ``init_from``: that trained model's weights (its PReLU slopes dropped
-    when the student uses ReLU), the same rule when the activation changes.
+    when the student uses ReLU), the same rule when the activation changes; a block of ``full_rank_blocks`` that
+    run factored starts from SFace's own convolution (the factored student grown back where it lost most).
     A stride-2 stem student (``stem_stride`` 2, PReLU, from SFace, or with
     ``init_from`` from an earlier run of the same layout, to train on) trains
     only the convolutions and slopes of the blocks :func:`slim_plan` names;
@@ -217,27 +234,35 @@ def build_student(settings: TrainSettings):
         raise TrainingError("a stride-2 stem student starts from SFace's own weights (or an earlier run of the same "
                             "layout) with its PReLU activation (--activation prelu, without --from-scratch)")
     if settings.stem_stride == 1 and (settings.drop_blocks or settings.block4_stride != 1 or settings.rank_divisor != 1
-                                      or settings.stem_activation):
-        raise TrainingError("blocks are left out, block 4 downsamples, pointwise convolutions are factored or the stem "
-                            "blocks change their activation only in a stride-2 stem student (--stem-stride 2)")
+                                      or settings.stem_activation or settings.train_all_blocks
+                                      or settings.embedding_weight != 1):
+        raise TrainingError("blocks are left out, block 4 downsamples, pointwise convolutions are factored, the stem "
+                            "blocks change their activation, every block retrains or the embedding is weighted only "
+                            "in a stride-2 stem student (--stem-stride 2)")
+    if settings.full_rank_blocks and settings.rank_divisor == 1:
+        raise TrainingError("--full-rank-blocks names blocks kept whole when --rank-divisor factors the others")
     model = build_encoder(activation=settings.activation, **settings.architecture)
     if settings.from_scratch:
         return model, None
+    from kiosk.training.teacher import SFACE_FILE, model_path
+
     if settings.init_from:
         start = keras.saving.load_model(settings.init_from, compile=False)
         theirs = {layer.name: layer for layer in start.layers}
         differ = [layer.name for layer in model.layers if layer.weights and (
             layer.name not in theirs or [w.shape for w in layer.weights] != [w.shape for w in theirs[layer.name].weights])]
-        if differ:
+        grown = [name for name in differ if name == f"conv_{_block_of(name)}" and _block_of(name) in settings.full_rank_blocks]
+        if set(differ) - set(grown):
             raise TrainingError(f"--init-from {settings.init_from} has another layout than this student (layers "
-                                f"{', '.join(differ[:3])} differ or are missing); give the same --stem-stride, "
-                                "--block4-stride, --drop-blocks and --rank-divisor it was trained with")
+                                f"{', '.join(sorted(set(differ) - set(grown))[:3])} differ or are missing); give the same "
+                                "--stem-stride, --block4-stride, --drop-blocks and --rank-divisor it was trained with")
+        if grown:
+            load_sface_weights(model, model_path(SFACE_FILE))
+            print(f"grown back to full rank, from SFace: {', '.join(grown)}")
         for layer in model.layers:
-            if layer.weights:
+            if layer.weights and layer.name not in grown:
                 layer.set_weights(start.get_layer(layer.name).get_weights())
     else:
-        from kiosk.training.teacher import SFACE_FILE, model_path
-
         start = sface_encoder()
         load_sface_weights(model, model_path(SFACE_FILE))
     if settings.stem_stride != 1:
@@ -323,7 +348,8 @@ def train(cache: Cache, out_dir: Path, settings: TrainSettings, validation=None)
     total = settings.epochs * len(batches)
     schedule = keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=total, warmup_target=None, alpha=0.05)
     if not with_embedding:
-        trained = feature_model(model, start, slim_plan(settings, model, start)[1], with_embedding=False)
+        taps = slim_plan(settings, model, start)[1]
+        trained = feature_model(model, start, taps, with_embedding=False, weights=tap_weights(settings, taps))
         trained.compile(optimizer=keras.optimizers.Adam(schedule), loss={"features": feature_loss})
     elif with_features:
         trained = feature_model(model, start)
