@@ -212,7 +212,7 @@ def test_slim_student_leaves_blocks_out_retrains_the_run_around_them_and_exports
     metadata = json.loads((out / "encoder.json").read_text())
     assert metadata["architecture"] == {"network": "SFace (MobileNet-style, 12 blocks)", "stem_stride": 2,
                                         "block4_stride": 2, "drop_blocks": [10, 11], "rank_divisor": 1,
-                                        "stem_activation": "prelu"}
+                                        "stem_activation": "prelu", "full_rank_blocks": []}
     assert "blocks 10, 11 left out" in metadata["training"]["objective"]
     assert count_macs(112, 2, 2, (10, 11)) < 0.75 * count_macs(112, 2)
     assert Encoder(out).embed(np.zeros((112, 112, 3), np.uint8)).shape == (128,)
