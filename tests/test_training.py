@@ -336,3 +336,19 @@ def test_feature_loss_weights_each_teacher_output_as_asked() -> None:
     np.testing.assert_allclose(features(["block", "fc1"]), (block + embedding) / 2, rtol=1e-5)
     np.testing.assert_allclose(features(["block", "fc1"], [1.0, 5.0]), (block + 5 * embedding) / 6, rtol=1e-5)
     assert np.all(block > 0.1) and np.all(np.abs(block - embedding) > 1e-2 * block)
+
+
+def test_init_from_another_layout_is_refused_naming_the_layers_that_differ(tmp_path: Path) -> None:
+    keras = pytest.importorskip("keras")
+    from kiosk.errors import TrainingError
+    from kiosk.training.model import build_encoder
+    from kiosk.training.train import TrainSettings, build_student
+
+    earlier = tmp_path / "c4.keras"
+    build_encoder(stem_stride=2, rank_divisor=4).save(earlier)
+    with pytest.raises(TrainingError, match=r"another layout than this student \(layers conv_10, conv_10_reduce"):
+        build_student(TrainSettings(stem_stride=2, activation="prelu", rank_divisor=8, init_from=str(earlier)))
+    with pytest.raises(TrainingError, match="--full-rank-blocks may name blocks it factored"):
+        build_student(TrainSettings(stem_stride=2, activation="prelu", rank_divisor=8, full_rank_blocks=(14,),
+                                    init_from=str(earlier)))
+    del keras

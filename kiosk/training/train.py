@@ -255,7 +255,8 @@ def build_student(settings: TrainSettings):
         if set(differ) - set(grown):
             raise TrainingError(f"--init-from {settings.init_from} has another layout than this student (layers "
                                 f"{', '.join(sorted(set(differ) - set(grown))[:3])} differ or are missing); give the same "
-                                "--stem-stride, --block4-stride, --drop-blocks and --rank-divisor it was trained with")
+                                "--stem-stride, --block4-stride, --drop-blocks and --rank-divisor it was trained with "
+                                "(--full-rank-blocks may name blocks it factored)")
         if grown:
             load_sface_weights(model, model_path(SFACE_FILE))
             print(f"grown back to full rank, from SFace: {', '.join(grown)}")
