@@ -100,7 +100,7 @@ def test_rank_divisor_factors_the_square_pointwise_convolutions_and_counts_their
 def test_full_rank_blocks_keep_their_whole_pointwise_convolution_when_the_others_are_factored():
     keras = pytest.importorskip("keras")
 
-    from kiosk.training.model import block_layout, build_encoder
+    from kiosk.training.model import block_layout, build_encoder, layout_of
     from kiosk.training.report import count_macs
 
     model = build_encoder(input_size=48, width=0.25, stem_stride=2, rank_divisor=8, full_rank_blocks=(14,))
@@ -112,6 +112,10 @@ def test_full_rank_blocks_keep_their_whole_pointwise_convolution_when_the_others
     # block 14 (7x7, 1024 channels) at its full cost instead of 2/8 of it
     assert count_macs(112, 2, rank_divisor=8, full_rank_blocks=(14,)) == pytest.approx(
         count_macs(112, 2, rank_divisor=8) + 7 * 7 * 1024 * 1024 * (1 - 2 / 8))
+    recorded = {"network": "SFace", "stem_stride": 2, "block4_stride": 1, "drop_blocks": [], "rank_divisor": 8,
+                "stem_activation": "prelu", "full_rank_blocks": [14]}  # encoder.json's architecture
+    assert count_macs(112, **layout_of(recorded)) == count_macs(112, 2, rank_divisor=8, full_rank_blocks=(14,))
+    assert count_macs(112, **layout_of({"stem_stride": 2})) == count_macs(112, 2)  # a file from before the options
     for bad in ({"rank_divisor": 8, "full_rank_blocks": (5,)}, {"full_rank_blocks": (14,)}):
         with pytest.raises(ValueError, match="full_rank_blocks"):
             block_layout(2, **bad)

@@ -79,6 +79,14 @@ def block_layout(stem_stride: int = 1, block4_stride: int = 1, drop_blocks: tupl
     return layout
 
 
+def layout_of(architecture: dict) -> dict:
+    """:func:`block_layout`'s arguments from a recorded architecture (``encoder.json``'s ``architecture``); keys it
+    lacks (files from before an option existed) take the defaults."""
+    keys = ("stem_stride", "block4_stride", "drop_blocks", "rank_divisor", "full_rank_blocks")
+    return {key: tuple(value) if isinstance(value, list) else value
+            for key, value in architecture.items() if key in keys}
+
+
 def build_encoder(input_size: int = ENCODER_SIZE, width: float = 1.0, activation: str = "prelu", stem_stride: int = 1,
                   drop_blocks: tuple[int, ...] = (), block4_stride: int = 1, rank_divisor: int = 1,
                   stem_activation: str | None = None, full_rank_blocks: tuple[int, ...] = ()):

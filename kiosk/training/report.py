@@ -107,6 +107,8 @@ def _percent(value: float | None) -> str:
 
 def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = True) -> dict:
     """Run every evaluation, write the report and plots, store metrics in ``encoder.json``."""
+    from kiosk.training.model import layout_of
+
     models, data, report = Path(models), Path(data), Path(report)
     report.parent.mkdir(parents=True, exist_ok=True)
     threshold = json.loads((models / METADATA_FILE).read_text())["threshold"]["value"]
@@ -130,9 +132,7 @@ def evaluate_and_report(models: Path, data: Path, report: Path, peers: bool = Tr
     for threads in (1, 2):
         speed[threads] = time_encoder(assemble.pipeline(assemble.default_config(models), num_threads=threads).encoder, crops)
     architecture = json.loads((models / METADATA_FILE).read_text()).get("architecture", {})
-    macs = count_macs(encoder.input_size, architecture.get("stem_stride", 1), architecture.get("block4_stride", 1),
-                      tuple(architecture.get("drop_blocks", ())), architecture.get("rank_divisor", 1),
-                      tuple(architecture.get("full_rank_blocks", ())))
+    macs = count_macs(encoder.input_size, **layout_of(architecture))
     size_mb = (models / MODEL_FILE).stat().st_size / 1e6
 
     lfw_png, celeba_png = report.with_name("encoder-lfw-det.png"), report.with_name("encoder-celeba-det.png")
