@@ -177,7 +177,7 @@ class RunningDoor:
     thread that opened them), its local API on a socket in ``state``."""
 
     def __init__(self, state: Path, pipeline, frames: list[Path], configure: Callable[[Config], None] | None = None,
-                 owner: bool = True) -> None:
+                 owner: bool = True, before_start: Callable[[RunningDoor], None] | None = None) -> None:
         self.config = Config()
         self.config.storage.state_dir = str(state)
         self.config.gpio.pin_factory = "mock"
@@ -194,6 +194,8 @@ class RunningDoor:
         self.control = DoorControl()
         self.server = api.ApiServer(self.config.api_socket, self.control, self.config)
         self.server.start()
+        if before_start is not None:  # e.g. a listener that must not miss the first decision
+            before_start(self)
         self.stop = StopFlag()
         self.thread = threading.Thread(target=self._run, args=(pipeline, frames), daemon=True)
         self.thread.start()
@@ -244,10 +246,11 @@ class RunningDoor:
 def running(tmp_path, door_pipeline):
     doors: list[RunningDoor] = []
 
-    def start(frames: list[Path], configure: Callable[[Config], None] | None = None, owner: bool = True) -> RunningDoor:
+    def start(frames: list[Path], configure: Callable[[Config], None] | None = None, owner: bool = True,
+              before_start: Callable[[RunningDoor], None] | None = None) -> RunningDoor:
         for door in doors:  # one at a time: they share the pipeline, whose detector is not thread-safe
             door.close()
-        doors.append(RunningDoor(tmp_path / f"d{len(doors)}", door_pipeline, frames, configure, owner))
+        doors.append(RunningDoor(tmp_path / f"d{len(doors)}", door_pipeline, frames, configure, owner, before_start))
         return doors[-1]
 
     yield start

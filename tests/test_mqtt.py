@@ -115,10 +115,14 @@ def bridged(running, port: int, frames, **settings):
             section, name = key.split("__")
             setattr(getattr(config, section), name, value)
 
-    door = running(frames, configure)
-    bridge = HomeAssistantBridge(door.config, door.control)
-    bridge.start()
-    return door, bridge
+    bridges: list[HomeAssistantBridge] = []
+
+    def attach(door) -> None:  # before the first frame, so that no decision happens before the bridge listens
+        bridges.append(HomeAssistantBridge(door.config, door.control))
+        bridges[0].start()
+
+    door = running(frames, configure, before_start=attach)
+    return door, bridges[0]
 
 
 def test_discovery_announces_one_device_with_its_entities(running, broker, home_assistant):
